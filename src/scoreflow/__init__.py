@@ -1,0 +1,15 @@
+"""scoreflow: deep generative models as continuous-time dynamics solved by diffrax."""
+
+from . import analytic as analytic
+from . import sde as sde
+from . import solve as solve
+from .analytic import Gaussian as Gaussian
+from .analytic import GaussianMixture as GaussianMixture
+from .sde import EDMSDE as EDMSDE
+from .sde import VESDE as VESDE
+from .sde import VPSDE as VPSDE
+from .sde import Prediction as Prediction
+from .sde import SubVPSDE as SubVPSDE
+from .solve import sample as sample
+
+__version__ = "0.1.0"

@@ -1,0 +1,60 @@
+"""Construction-time validation helpers.
+
+Hyperparameters are checked when they are concrete (plain numbers or concrete
+arrays); inside a trace they cannot be inspected, and the SDE is then assumed to
+have been validated where it was built.
+"""
+
+import numpy as np
+from jax.core import Tracer
+
+
+def concrete(value) -> np.ndarray | None:
+    """Return ``value`` as a NumPy array, or None if it is being traced."""
+    if isinstance(value, Tracer):
+        return None
+    try:
+        return np.asarray(value)
+    except Exception:  # noqa: BLE001 - abstract values of any kind
+        return None
+
+
+def check(condition_holds: bool, name: str, message: str) -> None:
+    """Raise ``ValueError`` naming the argument if ``condition_holds`` is False."""
+    if not condition_holds:
+        raise ValueError(f"`{name}` {message}")
+
+
+def positive(value, name: str) -> None:
+    v = concrete(value)
+    if v is not None:
+        check(bool(np.all(np.isfinite(v))), name, f"must be finite, got {v}.")
+        check(bool(np.all(v > 0)), name, f"must be positive, got {v}.")
+
+
+def nonnegative(value, name: str) -> None:
+    v = concrete(value)
+    if v is not None:
+        check(bool(np.all(np.isfinite(v))), name, f"must be finite, got {v}.")
+        check(bool(np.all(v >= 0)), name, f"must be non-negative, got {v}.")
+
+
+def less(a, b, name_a: str, name_b: str) -> None:
+    va, vb = concrete(a), concrete(b)
+    if va is not None and vb is not None:
+        check(
+            bool(np.all(va < vb)),
+            name_a,
+            f"must be smaller than `{name_b}`, got {name_a}={va}, {name_b}={vb}.",
+        )
+
+
+def time_floor(t_min, T) -> None:
+    positive(T, "T")
+    vt, vT = concrete(t_min), concrete(T)
+    if vt is not None and vT is not None:
+        check(
+            bool(0 < vt < vT),
+            "t_min",
+            f"must lie in the open interval (0, T) = (0, {vT}), got {vt}.",
+        )

@@ -1,0 +1,240 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import Array, Float
+
+from .. import _checks
+from .._custom_types import Key, ScalarLike
+from ..sde import AbstractSDE
+
+
+class GaussianMixture(eqx.Module):
+    r"""A Gaussian mixture $p_0 = \sum_k w_k N(\mu_k, \Sigma_k)$.
+
+    Under any linear SDE its noisy marginal is again a mixture,
+    $p_t = \sum_k w_k N(\alpha_t \mu_k, \alpha_t^2 \Sigma_k + \sigma_t^2 I)$, so the
+    log-density, score and posterior mean $E[x_0 \mid x_t]$ are exact at every $t$:
+    see `noised`. This is the oracle the tests and benchmarks check against.
+
+    Methods accept one example `(dim,)` or any batch `(*batch, dim)`.
+
+    Args:
+        weights: `(K,)` positive mixture weights summing to one.
+        means: `(K, dim)` component means.
+        covariances: `(K, dim)` diagonal variances, or `(K, dim, dim)` full
+            symmetric positive-definite covariances.
+
+    Raises:
+        ValueError: on mismatched shapes, weights that are not a probability vector,
+            or non-positive (definite) covariances.
+    """
+
+    weights: Float[Array, " K"]
+    means: Float[Array, "K dim"]
+    covariances: Float[Array, "K dim"] | Float[Array, "K dim dim"]
+
+    def __init__(self, weights, means, covariances):
+        self.weights = jnp.asarray(weights)
+        self.means = jnp.asarray(means)
+        self.covariances = jnp.asarray(covariances)
+
+    def __check_init__(self):
+        K, d = self._check_shapes()
+        w = _checks.concrete(self.weights)
+        if w is not None:
+            _checks.check(bool(np.all(w > 0)), "weights", f"must be positive, got {w}.")
+            _checks.check(
+                bool(abs(w.sum() - 1) < 1e-5),
+                "weights",
+                f"must sum to 1, got {w.sum()}.",
+            )
+        c = _checks.concrete(self.covariances)
+        if c is not None:
+            if c.ndim == 2:
+                ok = bool(np.all(c > 0))
+            else:
+                ok = bool(np.allclose(c, np.swapaxes(c, -1, -2))) and bool(
+                    np.all(np.linalg.eigvalsh(c) > 0)
+                )
+            _checks.check(ok, "covariances", "must be positive (definite and symmetric).")
+
+    def _check_shapes(self):
+        if self.weights.ndim != 1:
+            raise ValueError(f"`weights` must have shape (K,), got {self.weights.shape}.")
+        K = self.weights.shape[0]
+        if self.means.ndim != 2 or self.means.shape[0] != K:
+            raise ValueError(f"`means` must have shape (K={K}, dim), got {self.means.shape}.")
+        d = self.means.shape[1]
+        if self.covariances.shape not in ((K, d), (K, d, d)):
+            raise ValueError(
+                f"`covariances` must have shape (K, dim) = {(K, d)} (diagonal) or "
+                f"(K, dim, dim) = {(K, d, d)} (full), got {self.covariances.shape}."
+            )
+        return K, d
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def diagonal(self) -> bool:
+        return self.covariances.ndim == 2
+
+    def full_covariances(self) -> Float[Array, "K dim dim"]:
+        if self.diagonal:
+            return jax.vmap(jnp.diag)(self.covariances)
+        return self.covariances
+
+    def mean(self) -> Float[Array, " dim"]:
+        """Mean of the mixture."""
+        return self.weights @ self.means
+
+    def covariance(self) -> Float[Array, "dim dim"]:
+        """Covariance of the mixture (law of total covariance)."""
+        m = self.mean()
+        dev = self.means - m[None, :]
+        within = jnp.einsum("k,kij->ij", self.weights, self.full_covariances())
+        return within + jnp.einsum("k,ki,kj->ij", self.weights, dev, dev)
+
+    def log_prob(self, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch"]:
+        r"""Exact $\\log p_0(x)$."""
+        return _Noisy(self, 1.0, 0.0).log_prob(self._event(x))
+
+    def sample(self, num: int, *, key: Key) -> Float[Array, "{num} dim"]:
+        """Draw `num` exact samples of $p_0$."""
+        kc, kz = jr.split(key)
+        comp = jr.categorical(kc, jnp.log(self.weights), shape=(num,))
+        z = jr.normal(kz, (num, self.dim), self.means.dtype)
+        if self.diagonal:
+            noise = jnp.sqrt(self.covariances[comp]) * z
+        else:
+            chol = jnp.linalg.cholesky(self.covariances)
+            noise = jnp.einsum("nij,nj->ni", chol[comp], z)
+        return self.means[comp] + noise
+
+    def component_log_probs(self, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch K"]:
+        r"""$\log w_k + \log N(x; \mu_k, \Sigma_k)$ for every component."""
+        return _Noisy(self, 1.0, 0.0).joint(self._event(x))
+
+    def noised(self, sde: AbstractSDE) -> "NoisyMixture":
+        """The exact noisy marginals $p_t$ of this mixture under `sde`."""
+        return NoisyMixture(self, sde)
+
+    def _event(self, x):
+        x = jnp.asarray(x)
+        if x.ndim == 0 or x.shape[-1] != self.dim:
+            raise ValueError(f"`x` must have shape (*batch, dim={self.dim}), got {x.shape}.")
+        return x
+
+
+class _Noisy(eqx.Module):
+    r"""The mixture's marginal at fixed $(\\alpha, \\sigma)$, vectorised over x."""
+
+    mixture: GaussianMixture
+    alpha: ScalarLike
+    sigma: ScalarLike
+
+    def _per_component(self, x):
+        # Returns log N_k(x) and the precision-times-residual P_k (x - alpha mu_k).
+        m = self.mixture
+        a, s = self.alpha, self.sigma
+        r = x[None, :] - a * m.means
+        d = m.dim
+        if m.diagonal:
+            var = a**2 * m.covariances + s**2
+            prec_r = r / var
+            logdet = jnp.sum(jnp.log(var), axis=-1)
+            maha = jnp.sum(r * prec_r, axis=-1)
+        else:
+            cov = a**2 * m.covariances + s**2 * jnp.eye(d, dtype=m.covariances.dtype)[None]
+            chol = jnp.linalg.cholesky(cov)
+            half = jax.vmap(lambda L, v: jax.scipy.linalg.solve_triangular(L, v, lower=True))(
+                chol, r
+            )
+            prec_r = jax.vmap(lambda L, v: jax.scipy.linalg.solve_triangular(L.T, v, lower=False))(
+                chol, half
+            )
+            logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)
+            maha = jnp.sum(half**2, axis=-1)
+        log_n = -0.5 * (maha + logdet + d * jnp.log(2 * jnp.pi))
+        return log_n, prec_r
+
+    def _joint1(self, x):
+        log_n, _ = self._per_component(x)
+        return jnp.log(self.mixture.weights) + log_n
+
+    def _log_prob1(self, x):
+        return jax.nn.logsumexp(self._joint1(x))
+
+    def _score1(self, x):
+        log_n, prec_r = self._per_component(x)
+        resp = jax.nn.softmax(jnp.log(self.mixture.weights) + log_n)
+        return -resp @ prec_r
+
+    def _denoise1(self, x):
+        m = self.mixture
+        log_n, prec_r = self._per_component(x)
+        resp = jax.nn.softmax(jnp.log(m.weights) + log_n)
+        # E[x0 | x_t, k] = mu_k + alpha Sigma_k (Sigma_t,k)^{-1} (x - alpha mu_k)
+        if m.diagonal:
+            post = m.means + self.alpha * m.covariances * prec_r
+        else:
+            post = m.means + self.alpha * jnp.einsum("kij,kj->ki", m.covariances, prec_r)
+        return resp @ post
+
+    def joint(self, x):
+        return jnp.vectorize(self._joint1, signature="(d)->(k)")(x)
+
+    def log_prob(self, x):
+        return jnp.vectorize(self._log_prob1, signature="(d)->()")(x)
+
+    def score(self, x):
+        return jnp.vectorize(self._score1, signature="(d)->(d)")(x)
+
+    def denoise(self, x):
+        return jnp.vectorize(self._denoise1, signature="(d)->(d)")(x)
+
+
+class NoisyMixture(eqx.Module):
+    r"""The noisy marginals $p_t$ of a `GaussianMixture` under an SDE, in closed form.
+
+    `score` has the signature `(t, x) -> array` of a score model, so it plugs straight
+    into every sampler and likelihood in `scoreflow.solve`.
+
+    Args:
+        mixture: the data distribution $p_0$.
+        sde: the noising SDE.
+    """
+
+    mixture: GaussianMixture
+    sde: AbstractSDE
+
+    def _at(self, t):
+        alpha, sigma = self.sde.marginal(t)
+        return _Noisy(self.mixture, alpha, sigma)
+
+    def log_prob(self, t: ScalarLike, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch"]:
+        r"""Exact $\log p_t(x)$."""
+        return self._at(t).log_prob(self.mixture._event(x))
+
+    def score(self, t: ScalarLike, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch dim"]:
+        r"""Exact $\nabla_x \log p_t(x)$."""
+        return self._at(t).score(self.mixture._event(x))
+
+    def denoise(self, t: ScalarLike, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch dim"]:
+        r"""Exact posterior mean $E[x_0 \mid x_t = x]$ (the ideal denoiser)."""
+        return self._at(t).denoise(self.mixture._event(x))
+
+    def eps(self, t: ScalarLike, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch dim"]:
+        r"""Exact $E[\varepsilon \mid x_t = x] = -\sigma_t \nabla \log p_t(x)$."""
+        _, sigma = self.sde.marginal(t)
+        return -sigma * self.score(t, x)
+
+    def sample(self, t: ScalarLike, num: int, *, key: Key) -> Float[Array, "{num} dim"]:
+        """Exact samples of $p_t$: noised samples of $p_0$."""
+        k0, kz = jr.split(key)
+        x0 = self.mixture.sample(num, key=k0)
+        alpha, sigma = self.sde.marginal(t)
+        return alpha * x0 + sigma * jr.normal(kz, x0.shape, x0.dtype)

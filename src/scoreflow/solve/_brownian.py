@@ -1,0 +1,106 @@
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Float
+
+from .._custom_types import Key
+
+
+class GridBrownianPath(dfx.AbstractBrownianPath):
+    r"""Brownian motion sampled on a fixed grid: $O(1)$ memory, one normal per step.
+
+    Over a grid interval $[a, b]$ (width $h$) the increment is $\sqrt h\,z_i$ with
+    $z_i$ drawn from `fold_in(key, i)`, so a solver stepping exactly along the grid
+    (`diffrax.StepTo` with the same times) sees exact, independent Brownian
+    increments at the cost of one normal draw per step, and no
+    `VirtualBrownianTree` bisection. Evaluating the same interval twice gives the
+    same value, so checkpointed reverse-mode autodiff is consistent.
+
+    A point inside an interval is filled in with the Brownian bridge,
+    $W(a+s) - W(a) = \tfrac{s}{h}\sqrt h z_i + \sqrt{s(h-s)/h}\,z_i'$: exact in law
+    for one interior point per interval (midpoint-type SDE solvers); the joint law of
+    two or more interior points of one interval is not that of Brownian motion.
+    An evaluation must not span more than one grid interval.
+
+    With `levy_area=diffrax.SpaceTimeLevyArea`, a whole-interval evaluation also
+    returns the space-time Lévy area $H \sim N(0, h/12)$, independent of $W$, as the
+    stochastic Runge–Kutta solvers need.
+
+    Args:
+        ts: the grid (any monotone order).
+        shape: shape of the Brownian motion (that of the SDE's state).
+        key: PRNG key.
+        dtype: floating dtype (default: JAX's default float).
+        levy_area: `diffrax.BrownianIncrement` or `diffrax.SpaceTimeLevyArea`.
+    """
+
+    grid: Float[Array, " n"]
+    shape: tuple[int, ...] = eqx.field(static=True)
+    key: Key
+    dtype: jnp.dtype = eqx.field(static=True)
+    levy_area: type = eqx.field(static=True)
+
+    def __init__(
+        self,
+        ts,
+        shape: tuple[int, ...],
+        *,
+        key: Key,
+        dtype=None,
+        levy_area: type = dfx.BrownianIncrement,
+    ):
+        ts = jnp.asarray(ts)
+        self.grid = jnp.sort(ts)
+        self.shape = tuple(shape)
+        self.key = key
+        self.dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
+        if levy_area not in (dfx.BrownianIncrement, dfx.SpaceTimeLevyArea):
+            raise ValueError(
+                "`levy_area` must be diffrax.BrownianIncrement or "
+                f"diffrax.SpaceTimeLevyArea, got {levy_area}."
+            )
+        self.levy_area = levy_area
+
+    @property
+    def t0(self):
+        return self.grid[0]
+
+    @property
+    def t1(self):
+        return self.grid[-1]
+
+    def _bridge(self, i, s, h):
+        ki = jr.fold_in(self.key, i)
+        z = jr.normal(jr.fold_in(ki, 0), self.shape, self.dtype)
+        z2 = jr.normal(jr.fold_in(ki, 1), self.shape, self.dtype)
+        s = jnp.clip(s, 0, h)
+        frac = jnp.where(h > 0, s / h, 0.0)
+        return (frac * jnp.sqrt(h) * z + jnp.sqrt(jnp.maximum(s * (1 - frac), 0)) * z2).astype(
+            self.dtype
+        )
+
+    @eqx.filter_jit
+    def evaluate(self, t0, t1=None, left: bool = True, use_levy: bool = False):
+        del left
+        if t1 is None:
+            raise NotImplementedError(
+                "GridBrownianPath gives increments W(t1) - W(t0); pass both times."
+            )
+        t0 = jax.lax.stop_gradient(jnp.asarray(t0, self.grid.dtype))
+        t1 = jax.lax.stop_gradient(jnp.asarray(t1, self.grid.dtype))
+        n = self.grid.shape[0] - 1
+        mid = 0.5 * (t0 + t1)
+        i = jnp.clip(jnp.searchsorted(self.grid, mid, side="right") - 1, 0, n - 1)
+        a, b = self.grid[i], self.grid[i + 1]
+        h = b - a
+        dw = self._bridge(i, t1 - a, h) - self._bridge(i, t0 - a, h)
+        if not use_levy:
+            return dw
+        if self.levy_area is not dfx.SpaceTimeLevyArea:
+            raise ValueError("This solver needs `levy_area=diffrax.SpaceTimeLevyArea`.")
+        dt = t1 - t0
+        zh = jr.normal(jr.fold_in(jr.fold_in(self.key, i), 2), self.shape, self.dtype)
+        H = (jnp.sqrt(dt / 12) * zh).astype(self.dtype)
+        return dfx.SpaceTimeLevyArea(dt=dt, W=dw, H=H)

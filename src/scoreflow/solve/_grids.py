@@ -1,0 +1,111 @@
+"""Fixed time grids from `T` down to `t_min`, for `diffrax.StepTo`."""
+
+import abc
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from .. import _checks
+from ..sde import AbstractSDE
+
+
+class AbstractGrid(eqx.Module):
+    """A rule giving `num_steps + 1` decreasing times from `sde.T` to `sde.t_min`."""
+
+    num_steps: eqx.AbstractVar[int]
+
+    @abc.abstractmethod
+    def times(self, sde: AbstractSDE) -> Float[Array, " n"]:
+        """The grid, `times[0] == sde.T` and `times[-1] == sde.t_min`."""
+
+
+def _check_steps(n):
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"`num_steps` must be a positive int, got {n!r}.")
+
+
+def _pin_ends(ts, sde):
+    # Inverting the log-SNR in floating point moves the ends by an ulp or so;
+    # the solve must start and stop exactly at T and t_min.
+    ts = ts.at[0].set(sde.T)
+    return ts.at[-1].set(sde.t_min)
+
+
+class UniformGrid(AbstractGrid):
+    """Equally spaced in $t$."""
+
+    num_steps: int = eqx.field(static=True)
+
+    def __check_init__(self):
+        _check_steps(self.num_steps)
+
+    def times(self, sde: AbstractSDE) -> Float[Array, " n"]:
+        return jnp.linspace(sde.T, sde.t_min, self.num_steps + 1)
+
+
+class LogSNRGrid(AbstractGrid):
+    r"""Equally spaced in the log-SNR $\lambda_t$ (Lu et al. 2022, DPM-Solver, sec. 3.3)."""
+
+    num_steps: int = eqx.field(static=True)
+
+    def __check_init__(self):
+        _check_steps(self.num_steps)
+
+    def times(self, sde: AbstractSDE) -> Float[Array, " n"]:
+        lam = jnp.linspace(sde.log_snr(sde.T), sde.log_snr(sde.t_min), self.num_steps + 1)
+        return _pin_ends(sde.t_from_log_snr(lam), sde)
+
+
+class KarrasGrid(AbstractGrid):
+    r"""Karras et al. 2022 (arXiv:2206.00364, eq. 5) in the noise level $e^{-\lambda}$.
+
+    $\tilde\sigma_i = (\tilde\sigma_{\max}^{1/\rho} + \tfrac iN(\tilde\sigma_{\min}^{1/\rho}
+    - \tilde\sigma_{\max}^{1/\rho}))^\rho$ with $\tilde\sigma = \sigma_t/\alpha_t$, mapped
+    back to times through the SDE's inverse log-SNR; for `EDMSDE` this is exactly EDM's
+    grid.
+
+    Args:
+        num_steps: number of steps $N$.
+        rho: the exponent $\rho > 0$ (7 in EDM).
+    """
+
+    num_steps: int = eqx.field(static=True)
+    rho: float = 7.0
+
+    def __check_init__(self):
+        _check_steps(self.num_steps)
+        _checks.positive(self.rho, "rho")
+
+    def times(self, sde: AbstractSDE) -> Float[Array, " n"]:
+        smax = jnp.exp(-sde.log_snr(sde.T))
+        smin = jnp.exp(-sde.log_snr(sde.t_min))
+        i = jnp.linspace(0.0, 1.0, self.num_steps + 1)
+        inv = 1.0 / self.rho
+        sig = (smax**inv + i * (smin**inv - smax**inv)) ** self.rho
+        return _pin_ends(sde.t_from_log_snr(-jnp.log(sig)), sde)
+
+
+class CustomGrid(AbstractGrid):
+    """A user-given strictly decreasing grid; its ends replace `T` and `t_min`.
+
+    Args:
+        ts: `(num_steps + 1,)` strictly decreasing times inside `[t_min, T]`.
+    """
+
+    ts: Float[Array, " n"]
+    num_steps: int = eqx.field(static=True)
+
+    def __init__(self, ts):
+        ts = jnp.asarray(ts)
+        if ts.ndim != 1 or ts.shape[0] < 2:
+            raise ValueError(f"`ts` must be a 1-d array of >= 2 times, got {ts.shape}.")
+        v = _checks.concrete(ts)
+        if v is not None and not bool(np.all(np.diff(v) < 0)):
+            raise ValueError("`ts` must be strictly decreasing (from noise to data).")
+        self.ts = ts
+        self.num_steps = ts.shape[0] - 1
+
+    def times(self, sde: AbstractSDE) -> Float[Array, " n"]:
+        return self.ts
