@@ -11,5 +11,14 @@ from .sde import VPSDE as VPSDE
 from .sde import Prediction as Prediction
 from .sde import SubVPSDE as SubVPSDE
 from .solve import sample as sample
+from . import data as data
+from . import losses as losses
+from . import models as models
+from . import nn as nn
+from . import train as train
+from .models import DDPM as DDPM
+from .models import NCSN as NCSN
+from .models import ScoreSDE as ScoreSDE
+from .train import fit as fit
 
 __version__ = "0.1.0"
