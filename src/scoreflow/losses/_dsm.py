@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float
 
-from .._custom_types import Key, Scalar
+from .._custom_types import PARAMETERISATIONS, Key, Scalar
 from ..sde import AbstractSDE, convert
 from ._common import (
     REDUCTIONS,
@@ -85,6 +85,7 @@ def denoising_score_matching(
     Raises:
         ValueError: on an unknown choice or a batch without a batch axis.
     """
+    check_choice(parameterisation, PARAMETERISATIONS, "parameterisation")
     check_choice(weighting, WEIGHTINGS, "weighting")
     check_choice(time_sampling, TIME_SAMPLINGS, "time_sampling")
     check_choice(reduce, REDUCTIONS, "reduce")

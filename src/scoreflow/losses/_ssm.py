@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float
 
-from .._custom_types import Key, Scalar
+from .._custom_types import PARAMETERISATIONS, Key, Scalar
 from ..sde import AbstractSDE, Prediction
 from ._common import (
     REDUCTIONS,
@@ -110,6 +110,7 @@ def implicit_score_matching(
     Returns:
         The scalar loss.
     """
+    check_choice(parameterisation, PARAMETERISATIONS, "parameterisation")
     check_choice(trace, TRACES, "trace")
     check_choice(probe, PROBES, "probe")
     check_choice(weighting, WEIGHTINGS, "weighting")
@@ -184,6 +185,7 @@ def sliced_score_matching(
     Returns:
         The scalar loss.
     """
+    check_choice(parameterisation, PARAMETERISATIONS, "parameterisation")
     check_choice(probe, PROBES, "probe")
     check_choice(weighting, WEIGHTINGS, "weighting")
     check_choice(time_sampling, TIME_SAMPLINGS, "time_sampling")

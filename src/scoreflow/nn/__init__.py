@@ -5,3 +5,5 @@ from ._embeddings import GaussianFourierEmbedding as GaussianFourierEmbedding
 from ._embeddings import SinusoidalEmbedding as SinusoidalEmbedding
 from ._mlp import TimeMLP as TimeMLP
 from ._unet import UNet as UNet
+from ._conditioning import LogNoiseLevel as LogNoiseLevel
+from ._conditioning import ScaledScore as ScaledScore

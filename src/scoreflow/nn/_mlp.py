@@ -43,7 +43,7 @@ class TimeMLP(eqx.Module):
     time_proj: tuple[eqx.nn.Linear, ...]
     last: eqx.nn.Linear
     data_shape: tuple[int, ...] = eqx.field(static=True)
-    time_transform: Callable | None = eqx.field(static=True)
+    time_transform: Callable | None
     activation: Callable = eqx.field(static=True)
 
     def __init__(

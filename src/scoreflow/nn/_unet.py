@@ -70,7 +70,7 @@ class UNet(eqx.Module):
     norm_out: eqx.nn.GroupNorm
     conv_out: eqx.nn.Conv2d
     data_shape: tuple[int, int, int] = eqx.field(static=True)
-    time_transform: Callable | None = eqx.field(static=True)
+    time_transform: Callable | None
 
     def __init__(
         self,

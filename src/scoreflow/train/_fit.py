@@ -1,3 +1,4 @@
+import functools
 import os
 import pathlib
 from collections.abc import Callable
@@ -58,6 +59,7 @@ def _draw(data, batch_size, key):
     return data[idx]
 
 
+@functools.lru_cache(maxsize=32)
 def _make_chunk(optimizer, loss_fn, filter_spec, ema_decay, batch_size, chunk, data_is_fn):
     def one_step(state, data, total):
         key, k_batch, k_loss = jr.split(state.key, 3)
@@ -68,7 +70,10 @@ def _make_chunk(optimizer, loss_fn, filter_spec, ema_decay, batch_size, chunk, d
             return loss_fn(eqx.combine(p, static), x, key=k_loss)
 
         loss, grads = eqx.filter_value_and_grad(objective)(params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, params)
+        # optax mixes Python floats with int32 step counts; allow that even when the
+        # user runs JAX with strict dtype promotion.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = optimizer.update(grads, state.opt_state, params)
         params = eqx.apply_updates(params, updates)
         ema = state.ema
         if ema is not None:
