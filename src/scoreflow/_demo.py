@@ -119,7 +119,7 @@ def run_training_demo(
     *,
     sde_name: str = "vp",
     train_steps: int = 2500,
-    batch_size: int = 256,
+    batch_size: int = 512,
     num_samples: int = 2000,
     num_eval: int = 512,
     ode_steps: int = 32,
@@ -148,7 +148,7 @@ def run_training_demo(
     transform = None if sde_name in ("vp", "subvp") else nn.LogNoiseLevel(sde)
     net = nn.TimeMLP((2,), width=128, depth=3, time_transform=transform, key=k_net)
     model = models.ScoreSDE(sde, net, parameterisation="eps")
-    optimizer = train.default_optimizer(2e-3, num_steps=train_steps, warmup_steps=100)
+    optimizer = train.default_optimizer(3e-3, num_steps=train_steps, warmup_steps=100)
 
     t0 = time.perf_counter()
     res = train.fit(

@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--sde", default="vp", choices=["vp", "subvp", "ve", "edm"])
     demo.add_argument("--steps", type=int, default=None, help="ODE steps (default 32; 20 analytic)")
     demo.add_argument("--train-steps", type=int, default=2500)
-    demo.add_argument("--batch-size", type=int, default=256)
+    demo.add_argument("--batch-size", type=int, default=512)
     demo.add_argument("--samples", type=int, default=None, help="default 2000 (4096 analytic)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress bar")

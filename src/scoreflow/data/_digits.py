@@ -28,7 +28,7 @@ def digits(
     r"""The 8×8 digits as `(n, 1, 8, 8)` images scaled to $[-1, 1]$.
 
     A fixed split: a permutation drawn with NumPy seed 0, the last `test_fraction`
-    (20 %: 360 images) is the test set. Pixel $k \in \{0..16\}$ maps to
+    (20 %: 359 of 1797 images) is the test set. Pixel $k \in \{0..16\}$ maps to
     $y = 2(k + u)/17 - 1$ with $u = 1/2$, or $u \sim U[0, 1)$ drawn with
     `dequantise_key` (uniform dequantisation; Theis et al. 2016). The density of the
     dequantised pixel $k + u$ is $p_y(y)\,(2/17)^D$, which `bits_per_dim` uses.
