@@ -68,8 +68,16 @@ def main(repeats):
 
     def pf(solver):
         def f(key):
-            return sf.sample(sde, score, (N, D), solver=solver, grid=grid, key=key,
-                             dtype=jnp.float32, denoise=False).samples
+            return sf.sample(
+                sde,
+                score,
+                (N, D),
+                solver=solver,
+                grid=grid,
+                key=key,
+                dtype=jnp.float32,
+                denoise=False,
+            ).samples
 
         return f
 
@@ -106,19 +114,31 @@ def main(repeats):
             x_T = sde.prior_sample((N, D), key=k1, dtype=jnp.float32)
             if path_kind == "grid":
                 return sf.solve.solve_reverse_sde(
-                    sde, score, x_T, grid=grid, key=k2, denoise=False).samples
+                    sde, score, x_T, grid=grid, key=k2, denoise=False
+                ).samples
             if path_kind == "tree":
                 path = dfx.VirtualBrownianTree(
-                    ts[-1], ts[0], tol=1e-3, shape=jax.ShapeDtypeStruct((N, D), jnp.float32),
-                    key=k2)
+                    ts[-1], ts[0], tol=1e-3, shape=jax.ShapeDtypeStruct((N, D), jnp.float32), key=k2
+                )
             else:
                 path = dfx.UnsafeBrownianPath(
-                    shape=jax.ShapeDtypeStruct((N, D), jnp.float32), key=k2)
+                    shape=jax.ShapeDtypeStruct((N, D), jnp.float32), key=k2
+                )
             terms = sf.sde.reverse_sde_terms(sde, batched, path)
-            adjoint = dfx.ForwardMode() if path_kind == "unsafe" else dfx.RecursiveCheckpointAdjoint()
-            return dfx.diffeqsolve(terms, dfx.Euler(), ts[0], ts[-1], None, x_T,
-                                   stepsize_controller=dfx.StepTo(ts), max_steps=STEPS,
-                                   adjoint=adjoint).ys[-1]
+            adjoint = (
+                dfx.ForwardMode() if path_kind == "unsafe" else dfx.RecursiveCheckpointAdjoint()
+            )
+            return dfx.diffeqsolve(
+                terms,
+                dfx.Euler(),
+                ts[0],
+                ts[-1],
+                None,
+                x_T,
+                stepsize_controller=dfx.StepTo(ts),
+                max_steps=STEPS,
+                adjoint=adjoint,
+            ).ys[-1]
 
         return f
 

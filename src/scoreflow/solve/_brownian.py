@@ -88,9 +88,7 @@ class GridBrownianPath(dfx.AbstractBrownianPath):
                 jnp.maximum(c0 * (h - c0), 0) / safe_h
             )
             drift = (c1 - c0) / jnp.sqrt(safe_h)
-            return (drift * self._normals(i, 0) + bridge * self._normals(i, 1)).astype(
-                self.dtype
-            )
+            return (drift * self._normals(i, 0) + bridge * self._normals(i, 1)).astype(self.dtype)
 
         is_whole = (s0 <= 0) & (s1 >= h)
         return jax.lax.cond(is_whole, whole, partial)
