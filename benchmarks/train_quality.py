@@ -34,16 +34,25 @@ F32 = jnp.float32
 def fit(model, x, steps, batch, lr, key):
     t0 = time.perf_counter()
     res = train.fit(
-        model, x, num_steps=steps, batch_size=batch,
+        model,
+        x,
+        num_steps=steps,
+        batch_size=batch,
         optimizer=train.default_optimizer(lr, num_steps=steps, warmup_steps=200),
-        ema_decay=0.999, steps_per_chunk=250, progress=False, key=key,
+        ema_decay=0.999,
+        steps_per_chunk=250,
+        progress=False,
+        key=key,
     )
     return res.ema_model, time.perf_counter() - t0, float(res.losses[-200:].mean())
 
 
 def sample_quality(mix, x, key):
     exact = mix.sample(x.shape[0], key=key)
-    comp = np.bincount(np.asarray(jnp.argmax(mix.component_log_probs(x), -1)), minlength=8) / x.shape[0]
+    comp = (
+        np.bincount(np.asarray(jnp.argmax(mix.component_log_probs(x), -1)), minlength=8)
+        / x.shape[0]
+    )
     return {
         "mean_log_p_samples": float(mix.log_prob(x).mean()),
         "mean_log_p_exact": float(mix.log_prob(exact).mean()),
@@ -53,10 +62,15 @@ def sample_quality(mix, x, key):
 
 def kl(mix, log_prob_fn, x_test):
     t0 = time.perf_counter()
-    lp = jnp.concatenate([log_prob_fn(c) for c in jnp.split(x_test, max(1, x_test.shape[0] // 500))])
+    lp = jnp.concatenate(
+        [log_prob_fn(c) for c in jnp.split(x_test, max(1, x_test.shape[0] // 500))]
+    )
     gap = np.asarray(mix.log_prob(x_test) - lp, np.float64)
-    return {"kl": float(gap.mean()), "kl_se": float(gap.std(ddof=1) / np.sqrt(gap.size)),
-            "loglik_s": time.perf_counter() - t0}
+    return {
+        "kl": float(gap.mean()),
+        "kl_se": float(gap.std(ddof=1) / np.sqrt(gap.size)),
+        "loglik_s": time.perf_counter() - t0,
+    }
 
 
 def ring(args):
@@ -64,10 +78,15 @@ def ring(args):
     x = mix.sample(50000, key=jr.key(0))
     x_test = mix.sample(args.num_test, key=jr.key(1))
     out, pics = {}, {}
-    mlp = lambda transform=None: nn.TimeMLP((2,), width=args.width, depth=3, time_transform=transform, key=jr.key(2))
+    mlp = lambda transform=None: nn.TimeMLP(
+        (2,), width=args.width, depth=3, time_transform=transform, key=jr.key(2)
+    )
     heun = dict(solver=dfx.Heun(), grid=sf.solve.KarrasGrid(64), dtype=F32)
 
-    for name, sde in (("ScoreSDE VP", sf.VPSDE(t_min=1e-5)), ("ScoreSDE VE", sf.VESDE(sigma_min=0.01, sigma_max=20.0))):
+    for name, sde in (
+        ("ScoreSDE VP", sf.VPSDE(t_min=1e-5)),
+        ("ScoreSDE VE", sf.VESDE(sigma_min=0.01, sigma_max=20.0)),
+    ):
         transform = None if isinstance(sde, sf.VPSDE) else nn.LogNoiseLevel(sde)
         m = models.ScoreSDE(sde, mlp(transform), parameterisation="eps")
         m, train_s, loss = fit(m, x, args.ring_steps, args.batch, args.lr, jr.key(3))
@@ -90,8 +109,14 @@ def ring(args):
 
     ncsn = models.NCSN(nn.ScaledScore(mlp()), models.geometric_sigmas(10.0, 0.01, 10))
     ncsn, train_s, loss = fit(ncsn, x, args.ring_steps, args.batch, args.lr, jr.key(3))
-    s = ncsn.sample((args.num_samples, 2), steps_per_level=100, step_size=1e-5, dtype=F32, key=jr.key(4))
-    row = {"train_s": train_s, "final_loss": loss, "sampler": "annealed Langevin, 10 x 100 steps, eps 1e-5, final denoise"}
+    s = ncsn.sample(
+        (args.num_samples, 2), steps_per_level=100, step_size=1e-5, dtype=F32, key=jr.key(4)
+    )
+    row = {
+        "train_s": train_s,
+        "final_loss": loss,
+        "sampler": "annealed Langevin, 10 x 100 steps, eps 1e-5, final denoise",
+    }
     row.update(sample_quality(mix, s, jr.key(5)))
     out["NCSN"], pics["NCSN"] = row, s
     print("NCSN", row, flush=True)
@@ -110,14 +135,20 @@ def digits(args):
         t0 = time.perf_counter()
         lp = model.log_prob(deq, rtol=1e-4, atol=1e-4)
         b = np.asarray(data.digits_bits_per_dim(lp))
-        return {"test_bpd": float(b.mean()), "bpd_se": float(b.std(ddof=1) / np.sqrt(b.size)),
-                "loglik_s": time.perf_counter() - t0, "num_test": int(xte.shape[0])}
+        return {
+            "test_bpd": float(b.mean()),
+            "bpd_se": float(b.std(ddof=1) / np.sqrt(b.size)),
+            "loglik_s": time.perf_counter() - t0,
+            "num_test": int(xte.shape[0]),
+        }
 
     m = models.ScoreSDE(sf.VPSDE(t_min=1e-5), unet(), parameterisation="eps")
     m, train_s, loss = fit(m, xtr, args.digits_steps, 128, 2e-3, jr.key(7))
     row = {"train_s": train_s, "final_loss": loss}
     row.update(bpd(m, jr.key(8)))
-    grids["ScoreSDE VP (PF-ODE)"] = m.sample((64, 1, 8, 8), key=jr.key(9), solver=dfx.Heun(), grid=sf.solve.KarrasGrid(32), dtype=F32)
+    grids["ScoreSDE VP (PF-ODE)"] = m.sample(
+        (64, 1, 8, 8), key=jr.key(9), solver=dfx.Heun(), grid=sf.solve.KarrasGrid(32), dtype=F32
+    )
     out["ScoreSDE VP"] = row
     print("digits ScoreSDE", row, flush=True)
 
@@ -131,7 +162,9 @@ def digits(args):
 
     ncsn = models.NCSN(nn.ScaledScore(unet()), models.geometric_sigmas(5.0, 0.01, 10))
     ncsn, train_s, loss = fit(ncsn, xtr, args.digits_steps, 128, 2e-3, jr.key(7))
-    grids["NCSN (annealed Langevin)"] = ncsn.sample((64, 1, 8, 8), steps_per_level=100, step_size=5e-6, dtype=F32, key=jr.key(9))
+    grids["NCSN (annealed Langevin)"] = ncsn.sample(
+        (64, 1, 8, 8), steps_per_level=100, step_size=5e-6, dtype=F32, key=jr.key(9)
+    )
     out["NCSN"] = {"train_s": train_s, "final_loss": loss}
     print("digits NCSN", out["NCSN"], flush=True)
     grids["data"] = xte[:64]
@@ -166,7 +199,12 @@ def _plot_grids(grids, path):
 
     fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.4))
     for ax, (name, x) in zip(axes, grids.items()):
-        x = np.clip(np.asarray(x)[:64, 0], -1, 1).reshape(8, 8, 8, 8).transpose(0, 2, 1, 3).reshape(64, 64)
+        x = (
+            np.clip(np.asarray(x)[:64, 0], -1, 1)
+            .reshape(8, 8, 8, 8)
+            .transpose(0, 2, 1, 3)
+            .reshape(64, 64)
+        )
         ax.imshow(x, cmap="gray")
         ax.set_title(name, fontsize=9)
         ax.axis("off")
@@ -190,7 +228,13 @@ def main():
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     a = p.parse_args()
     if a.quick:
-        a.ring_steps, a.digits_steps, a.num_test, a.num_test_digits, a.num_samples = 100, 50, 100, 8, 200
+        a.ring_steps, a.digits_steps, a.num_test, a.num_test_digits, a.num_samples = (
+            100,
+            50,
+            100,
+            8,
+            200,
+        )
     results = {"args": vars(a), "backend": jax.default_backend()}
     if a.only in (None, "ring"):
         results["ring"] = ring(a)

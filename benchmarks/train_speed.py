@@ -35,7 +35,9 @@ def run_scoreflow(steps, batch, width, depth):
     model = sf.ScoreSDE(sf.VPSDE(), net, parameterisation="eps")
     opt = sf.train.default_optimizer(1e-3)
     chunk = 250
-    kw = dict(batch_size=batch, optimizer=opt, steps_per_chunk=chunk, progress=False, ema_decay=0.999)
+    kw = dict(
+        batch_size=batch, optimizer=opt, steps_per_chunk=chunk, progress=False, ema_decay=0.999
+    )
     t0 = time.perf_counter()
     warm = sf.train.fit(model, x, num_steps=chunk, key=jr.key(2), **kw)  # compiles
     jax.block_until_ready(warm.state)
@@ -44,7 +46,11 @@ def run_scoreflow(steps, batch, width, depth):
     res = sf.train.fit(model, x, num_steps=steps + chunk, state=warm.state, key=jr.key(2), **kw)
     jax.block_until_ready(res.state)
     run_s = time.perf_counter() - t0
-    return {"compile_s": compile_s, "steps_per_s": steps / run_s, "final_loss": float(res.losses[-100:].mean())}
+    return {
+        "compile_s": compile_s,
+        "steps_per_s": steps / run_s,
+        "final_loss": float(res.losses[-100:].mean()),
+    }
 
 
 def run_torch(steps, batch, width, depth, compiled):
@@ -63,7 +69,9 @@ def run_torch(steps, batch, width, depth, compiled):
             super().__init__()
             self.register_buffer("w", 16.0 * torch.randn(16))
             self.first = torch.nn.Linear(2, width)
-            self.hidden = torch.nn.ModuleList(torch.nn.Linear(width, width) for _ in range(depth - 1))
+            self.hidden = torch.nn.ModuleList(
+                torch.nn.Linear(width, width) for _ in range(depth - 1)
+            )
             self.proj = torch.nn.ModuleList(torch.nn.Linear(32, width) for _ in range(depth))
             self.last = torch.nn.Linear(width, 2)
             torch.nn.init.zeros_(self.last.weight)
@@ -114,7 +122,11 @@ def run_torch(steps, batch, width, depth, compiled):
     t0 = time.perf_counter()
     losses = [float(step()) for _ in range(steps)]
     run_s = time.perf_counter() - t0
-    return {"compile_s": compile_s, "steps_per_s": steps / run_s, "final_loss": float(np.mean(losses[-100:]))}
+    return {
+        "compile_s": compile_s,
+        "steps_per_s": steps / run_s,
+        "final_loss": float(np.mean(losses[-100:])),
+    }
 
 
 def child(name, steps, batch, width, depth):
@@ -139,9 +151,26 @@ def main():
         return
     rows = {}
     for name in ("scoreflow", "torch eager", "torch.compile"):
-        cmd = [sys.executable, __file__, "--child", name, "--steps", str(a.steps), "--batch", str(a.batch),
-               "--width", str(a.width), "--depth", str(a.depth)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.path.join(HERE, "..", "src")})
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            name,
+            "--steps",
+            str(a.steps),
+            "--batch",
+            str(a.batch),
+            "--width",
+            str(a.width),
+            "--depth",
+            str(a.depth),
+        ]
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": os.path.join(HERE, "..", "src")},
+        )
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if not line:
             print(f"{name} failed:\n{proc.stderr[-3000:]}")
@@ -149,11 +178,17 @@ def main():
         rows[name] = json.loads(line[-1][7:])
         print(name, rows[name], flush=True)
     best_peer = max(rows[n]["steps_per_s"] for n in ("torch eager", "torch.compile") if n in rows)
-    print(f"\nTimeMLP width {a.width} depth {a.depth}, batch {a.batch}, {a.steps} timed steps, {os.cpu_count()} CPUs")
+    print(
+        f"\nTimeMLP width {a.width} depth {a.depth}, batch {a.batch}, "
+        f"{a.steps} timed steps, {os.cpu_count()} CPUs"
+    )
     print("| run | steps/s | compile / warm-up (s) | peak RSS (MB) | final loss |")
     print("|---|---|---|---|---|")
     for n, r in rows.items():
-        print(f"| {n} | {r['steps_per_s']:.0f} | {r['compile_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['final_loss']:.3f} |")
+        print(
+            f"| {n} | {r['steps_per_s']:.0f} | {r['compile_s']:.1f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['final_loss']:.3f} |"
+        )
     if "scoreflow" in rows:
         print(f"\nscoreflow / best PyTorch = {rows['scoreflow']['steps_per_s'] / best_peer:.2f}x")
     with open(os.path.join(HERE, "train_speed.json"), "w") as f:

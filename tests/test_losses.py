@@ -75,7 +75,11 @@ def _dsm_all_kinds(sde, x, key):
     return jnp.stack(
         [
             losses.denoising_score_matching(
-                Exact(sde, kind, 0.3), sde, x, parameterisation=kind, weighting="likelihood",
+                Exact(sde, kind, 0.3),
+                sde,
+                x,
+                parameterisation=kind,
+                weighting="likelihood",
                 key=key,
             )
             for kind in KINDS
@@ -83,7 +87,10 @@ def _dsm_all_kinds(sde, x, key):
     )
 
 
-@pytest.mark.parametrize("sde", [sf.VPSDE(), sf.VESDE(sigma_min=0.01, sigma_max=20.0)])
+@pytest.mark.parametrize(
+    "sde",
+    [sf.VPSDE(), pytest.param(sf.VESDE(sigma_min=0.01, sigma_max=20.0), marks=pytest.mark.slow)],
+)
 def test_dsm_independent_of_parameterisation(sde):
     # The weighting lives in score space, so the same function in any parameterisation
     # has the same loss: this checks the conversion slopes taken from `convert`.
@@ -109,6 +116,7 @@ def test_eps_sigma2_is_plain_eps_mse():
     assert_allclose(got, expected, rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_importance_sampling_is_unbiased():
     # With the likelihood weighting, uniform and log-SNR-importance sampling estimate the
     # same objective; importance sampling has the lower variance.
@@ -116,8 +124,13 @@ def test_importance_sampling_is_unbiased():
     x = _data(4096)
     f = eqx.filter_jit(
         lambda ts, key: losses.denoising_score_matching(
-            Exact(sde, "score", 0.3), sde, x, parameterisation="score",
-            weighting="likelihood", time_sampling=ts, key=key,
+            Exact(sde, "score", 0.3),
+            sde,
+            x,
+            parameterisation="score",
+            weighting="likelihood",
+            time_sampling=ts,
+            key=key,
         )
     )
     keys = jr.split(jr.key(4), 8)
@@ -139,9 +152,13 @@ class Linear(eqx.Module):
     "name,kw",
     [
         ("implicit", dict(trace="exact")),
-        ("implicit", dict(trace="hutchinson", num_probes=4)),
+        pytest.param("implicit", dict(trace="hutchinson", num_probes=4), marks=pytest.mark.slow),
         ("sliced", dict(variance_reduction=True, num_slices=2)),
-        ("sliced", dict(variance_reduction=False, num_slices=2, probe="rademacher")),
+        pytest.param(
+            "sliced",
+            dict(variance_reduction=False, num_slices=2, probe="rademacher"),
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_plain_score_matching_closed_form(name, kw):
@@ -209,7 +226,12 @@ def test_ncsn_loss_minimised_by_exact_score():
     sigmas = jnp.geomspace(5.0, 0.05, 6)
     exact = lambda s, y: -(y - MEAN) / (VAR + s**2)
     off = lambda s, y: exact(s, y) + 0.3 / s
-    f = jax.jit(lambda x, k: (losses.ncsn_loss(exact, sigmas, x, key=k), losses.ncsn_loss(off, sigmas, x, key=k)))
+    f = jax.jit(
+        lambda x, k: (
+            losses.ncsn_loss(exact, sigmas, x, key=k),
+            losses.ncsn_loss(off, sigmas, x, key=k),
+        )
+    )
     l0, l1 = f(_data(2048), jr.key(10))
     assert l0 < l1
 

@@ -43,7 +43,10 @@ def _mlp(key=jr.key(0)):
     return nn.TimeMLP((2,), width=16, depth=2, key=key)
 
 
-@pytest.mark.parametrize("objective", ["denoising", "sliced", "implicit"])
+@pytest.mark.parametrize(
+    "objective",
+    ["denoising", pytest.param("sliced", marks=pytest.mark.slow), "implicit"],
+)
 def test_score_sde_loss_objectives(objective):
     model = models.ScoreSDE(sf.VPSDE(), _mlp(), objective=objective)
     x = case_a().sample(32, key=jr.key(1))
@@ -69,7 +72,10 @@ def test_score_sde_with_exact_score_samples_and_scores_the_mixture():
     assert_allclose(lp, mix.noised(sde).log_prob(sde.t_min, x), atol=2e-2)
     s = model.sample((256, 2), key=jr.key(4), grid=sf.solve.KarrasGrid(16))
     assert s.shape == (256, 2)
-    assert float(mix.log_prob(s).mean()) > float(mix.log_prob(mix.sample(256, key=jr.key(5))).mean()) - 0.3
+    assert (
+        float(mix.log_prob(s).mean())
+        > float(mix.log_prob(mix.sample(256, key=jr.key(5))).mean()) - 0.3
+    )
 
 
 def test_ddpm_with_exact_eps_samples_the_data():

@@ -138,12 +138,20 @@ def test_alternating_updates_one_group_per_step():
     history = [model]
     for n in range(1, 7):
         res = train.fit(
-            model, jnp.zeros((4, 1)), num_steps=n, batch_size=2, optimizer=opt,
-            ema_decay=None, steps_per_chunk=1, progress=False, key=jr.key(0),
+            model,
+            jnp.zeros((4, 1)),
+            num_steps=n,
+            batch_size=2,
+            optimizer=opt,
+            ema_decay=None,
+            steps_per_chunk=1,
+            progress=False,
+            key=jr.key(0),
         )
         history.append(res.model)
     moved = [
-        ("g" if not np.array_equal(a.g, b.g) else "") + ("d" if not np.array_equal(a.d, b.d) else "")
+        ("g" if not np.array_equal(a.g, b.g) else "")
+        + ("d" if not np.array_equal(a.d, b.d) else "")
         for a, b in zip(history[:-1], history[1:])
     ]
     assert moved == ["d", "d", "g", "d", "d", "g"]
@@ -155,8 +163,13 @@ def test_fit_accepts_a_sampler_and_trains_a_score_model():
     model = sf.ScoreSDE(sde, net)
     mix = sf.data.ring_mixture()
     res = train.fit(
-        model, mix.sample, num_steps=20, batch_size=32, steps_per_chunk=10,
-        progress=False, key=jr.key(1),
+        model,
+        mix.sample,
+        num_steps=20,
+        batch_size=32,
+        steps_per_chunk=10,
+        progress=False,
+        key=jr.key(1),
     )
     assert res.losses.shape == (20,) and np.all(np.isfinite(res.losses))
     # The SDE's Python floats are not trained.
@@ -187,5 +200,7 @@ def test_alternating_rejects_unknown_labels():
 def test_short_training_reaches_kl_below_0_1():
     from scoreflow._demo import run_training_demo
 
-    s = run_training_demo(train_steps=3000, num_samples=500, num_eval=1000, out=None, progress=False)
+    s = run_training_demo(
+        train_steps=3000, num_samples=500, num_eval=1000, out=None, progress=False
+    )
     assert s["kl"] <= 0.1, s

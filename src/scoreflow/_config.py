@@ -121,5 +121,3 @@ def build_optimizer(cfg: dict):
         warmup_steps=cfg["warmup_steps"],
         clip_norm=cfg["clip_norm"],
     )
-
-

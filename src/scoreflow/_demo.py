@@ -167,7 +167,11 @@ def run_training_demo(
 
     t0 = time.perf_counter()
     x = trained.sample(
-        (num_samples, 2), key=k_sample, dtype=f32, solver=dfx.Heun(), grid=solve.KarrasGrid(ode_steps)
+        (num_samples, 2),
+        key=k_sample,
+        dtype=f32,
+        solver=dfx.Heun(),
+        grid=solve.KarrasGrid(ode_steps),
     )
     x = jax.block_until_ready(x)
     sample_s = time.perf_counter() - t0
@@ -198,7 +202,9 @@ def run_training_demo(
         "max_weight_error": float(np.max(np.abs(comp - np.asarray(mix.weights)))),
     }
     if out is not None:
-        _plot_pair(mix, exact, x, out, "data (exact samples)", "trained model, probability-flow ODE")
+        _plot_pair(
+            mix, exact, x, out, "data (exact samples)", "trained model, probability-flow ODE"
+        )
         summary["png"] = out
     return summary
 

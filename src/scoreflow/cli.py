@@ -113,7 +113,9 @@ def load_trained(checkpoint):
     ckpt = pathlib.Path(checkpoint)
     meta = ckpt.parent / (ckpt.name + ".config.json")
     if not ckpt.exists() or not meta.exists():
-        raise FileNotFoundError(f"No checkpoint {ckpt} with its {meta.name} (run `scoreflow train`).")
+        raise FileNotFoundError(
+            f"No checkpoint {ckpt} with its {meta.name} (run `scoreflow train`)."
+        )
     cfg = json.loads(meta.read_text())
     shape = tuple(cfg.pop("event_shape"))
     model = build_model(cfg, shape)

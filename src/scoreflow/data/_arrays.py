@@ -76,5 +76,5 @@ class Standardiser(eqx.Module):
         return y * self.scale[None] + self.mean[None]
 
     def log_det(self) -> Float[Array, ""]:
-        """$\\log|\\det\\partial y/\\partial x| = -\\sum \\log s$ per example."""
+        r"""$\log|\det\partial y/\partial x| = -\sum \log s$ per example."""
         return -jnp.sum(jnp.log(self.scale))

@@ -47,7 +47,9 @@ def digits(
     images, _ = load_digits_raw()
     perm = np.random.default_rng(0).permutation(images.shape[0])
     n_test = int(round(test_fraction * images.shape[0]))
-    idx = {"train": perm[: len(perm) - n_test], "test": perm[len(perm) - n_test :], "all": perm}[split]
+    idx = {"train": perm[: len(perm) - n_test], "test": perm[len(perm) - n_test :], "all": perm}[
+        split
+    ]
     k = jnp.asarray(images[idx][:, None])
     dtype = jnp.result_type(float) if dtype is None else dtype
     if dequantise_key is None:

@@ -84,5 +84,10 @@ def toy_sample(name: str, num: int, *, dtype=None, key: Key) -> Float[Array, "{n
     dtype = jnp.result_type(float) if dtype is None else dtype
     if name == "ring_mixture":
         return ring_mixture(dtype).sample(num, key=key)
-    fn = {"two_moons": _two_moons, "swiss_roll": _swiss_roll, "checkerboard": _checkerboard, "rings": _rings}[name]
+    fn = {
+        "two_moons": _two_moons,
+        "swiss_roll": _swiss_roll,
+        "checkerboard": _checkerboard,
+        "rings": _rings,
+    }[name]
     return jax.jit(fn, static_argnums=(0, 2))(num, key, dtype)

@@ -41,12 +41,12 @@ def score_weight(sde: AbstractSDE, t, weighting: str, sigma_data):
 
 
 def sample_times(sde: AbstractSDE, n, time_sampling, p_mean, p_std, dtype, *, key):
-    """Times $t$ and the importance weights that keep the objective uniform in $t$.
+    r"""Times $t$ and the importance weights that keep the objective uniform in $t$.
 
-    `"importance"` draws $\\lambda_t$ (log-SNR) uniformly, i.e. $q(t) \\propto g(t)^2 /
-    \\sigma_t^2 = -2\\,d\\lambda_t/dt$ (true for every linear SDE), which is the proposal
+    `"importance"` draws $\lambda_t$ (log-SNR) uniformly, i.e. $q(t) \propto g(t)^2 /
+    \sigma_t^2 = -2\,d\lambda_t/dt$ (true for every linear SDE), which is the proposal
     of Song et al. 2021b (arXiv:2101.09258, sec. 5.1) for the likelihood weighting. The
-    returned weight is $1 / ((T - t_{\\min})\\,q(t))$.
+    returned weight is $1 / ((T - t_{\min})\,q(t))$.
     """
     t_min = jnp.asarray(sde.t_min, dtype)
     T = jnp.asarray(sde.T, dtype)
@@ -69,7 +69,7 @@ def sample_times(sde: AbstractSDE, n, time_sampling, p_mean, p_std, dtype, *, ke
 
 
 def native_scale(sde, t, x, parameterisation):
-    """$\\partial\\,\\mathrm{score} / \\partial\\,\\mathrm{output}$ of the conversion.
+    r"""$\partial\,\mathrm{score} / \partial\,\mathrm{output}$ of the conversion.
 
     Conversions are affine in the model output; their slope, taken with `jax.jvp` of
     `scoreflow.sde.convert` (so nothing is re-derived here), maps an error in the

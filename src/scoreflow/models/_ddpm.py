@@ -135,7 +135,7 @@ class DDPM(eqx.Module):
         self.sde = DiscreteVPSDE(linear_betas() if betas is None else betas)
 
     def loss(self, x: Float[Array, "batch ..."], *, key: Key) -> Scalar:
-        """$L_{\\rm simple}$ on a batch."""
+        r"""$L_{\rm simple}$ on a batch."""
         return losses.ddpm_simple_loss(self.network, self.sde.alpha_bars(), x, key=key)
 
     def sample(

@@ -1,9 +1,9 @@
 """Architectures: time embeddings, a time-conditioned MLP, a small U-Net, EDM preconditioning."""
 
+from ._conditioning import LogNoiseLevel as LogNoiseLevel
+from ._conditioning import ScaledScore as ScaledScore
 from ._edm import EDMPrecond as EDMPrecond
 from ._embeddings import GaussianFourierEmbedding as GaussianFourierEmbedding
 from ._embeddings import SinusoidalEmbedding as SinusoidalEmbedding
 from ._mlp import TimeMLP as TimeMLP
 from ._unet import UNet as UNet
-from ._conditioning import LogNoiseLevel as LogNoiseLevel
-from ._conditioning import ScaledScore as ScaledScore

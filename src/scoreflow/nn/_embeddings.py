@@ -63,6 +63,8 @@ class SinusoidalEmbedding(eqx.Module):
         t = jnp.asarray(t)
         dtype = t.dtype if jnp.issubdtype(t.dtype, jnp.floating) else jnp.result_type(float)
         half = self.dim // 2
-        freqs = jnp.exp(-math.log(self.max_period) * jnp.arange(half, dtype=dtype) / max(half - 1, 1))
+        freqs = jnp.exp(
+            -math.log(self.max_period) * jnp.arange(half, dtype=dtype) / max(half - 1, 1)
+        )
         arg = self.multiplier * t.astype(dtype) * freqs
         return jnp.concatenate([jnp.sin(arg), jnp.cos(arg)])

@@ -70,11 +70,17 @@ class TimeMLP(eqx.Module):
         self.embed = _embedding(embedding, embed_dim, keys[0])
         self.first = eqx.nn.Linear(d, width, key=keys[1])
         self.hidden = tuple(eqx.nn.Linear(width, width, key=k) for k in keys[2 : depth + 1])
-        self.time_proj = tuple(eqx.nn.Linear(embed_dim, width, key=k) for k in keys[depth + 1 : 2 * depth + 1])
+        self.time_proj = tuple(
+            eqx.nn.Linear(embed_dim, width, key=k) for k in keys[depth + 1 : 2 * depth + 1]
+        )
         last = eqx.nn.Linear(width, d, key=keys[-1])
         # Zero output layer: the untrained network predicts 0 (a unit-variance Gaussian's
         # eps), a stable start for every parameterisation.
-        self.last = eqx.tree_at(lambda l: (l.weight, l.bias), last, (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias)))
+        self.last = eqx.tree_at(
+            lambda m: (m.weight, m.bias),
+            last,
+            (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias)),
+        )
         self.time_transform = time_transform
         self.activation = activation
 

@@ -122,9 +122,7 @@ class UNet(eqx.Module):
             (jnp.zeros_like(conv_out.weight), jnp.zeros_like(conv_out.bias)),
         )
 
-    def __call__(
-        self, t: Float[Array, ""], x: Float[Array, "c h w"]
-    ) -> Float[Array, "c h w"]:
+    def __call__(self, t: Float[Array, ""], x: Float[Array, "c h w"]) -> Float[Array, "c h w"]:
         if x.shape != self.data_shape:
             raise ValueError(f"`x` must have shape {self.data_shape}, got {x.shape}.")
         dtype = self.conv_in.weight.dtype

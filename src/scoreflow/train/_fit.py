@@ -179,7 +179,11 @@ def fit(
         TrainingDiverged: on a non-finite loss.
         ValueError: on bad arguments.
     """
-    for name, v in (("num_steps", num_steps), ("batch_size", batch_size), ("steps_per_chunk", steps_per_chunk)):
+    for name, v in (
+        ("num_steps", num_steps),
+        ("batch_size", batch_size),
+        ("steps_per_chunk", steps_per_chunk),
+    ):
         if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "num_steps" else 1):
             raise ValueError(f"`{name}` must be a positive int, got {v!r}.")
     if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
@@ -222,9 +226,14 @@ def fit(
             bad = np.flatnonzero(~np.isfinite(chunk_losses))
             if bad.size:
                 step = int(before.step) + int(bad[0]) + 1
-                where = "" if ckpt is None else (
-                    f" The last good checkpoint is {ckpt} (step {last_saved})."
-                    if ckpt.exists() else " No checkpoint had been written yet."
+                where = (
+                    ""
+                    if ckpt is None
+                    else (
+                        f" The last good checkpoint is {ckpt} (step {last_saved})."
+                        if ckpt.exists()
+                        else " No checkpoint had been written yet."
+                    )
                 )
                 raise TrainingDiverged(
                     f"Training stopped: the loss was {chunk_losses[bad[0]]} at step {step}. "
@@ -238,7 +247,9 @@ def fit(
                 bar.update(n)
                 bar.set_postfix(loss=f"{float(chunk_losses.mean()):.4g}")
             s = int(state.step)
-            if ckpt is not None and (s >= num_steps or (every is not None and s - last_saved >= every)):
+            if ckpt is not None and (
+                s >= num_steps or (every is not None and s - last_saved >= every)
+            ):
                 save_checkpoint(ckpt, state, {"num_steps": num_steps})
                 last_saved = s
     finally:

@@ -70,12 +70,12 @@ def alternating(
     labels: Callable | object,
     order: Sequence[str],
 ) -> optax.GradientTransformation:
-    """Alternating updates of parameter groups, e.g. a GAN's discriminator and generator.
+    r"""Alternating updates of parameter groups, e.g. a GAN's discriminator and generator.
 
     Step $k$ updates only the group `order[k % len(order)]`, with its own optimiser whose
     state (moments, step count) advances only on its turns; the other groups get a zero
     update. With a loss whose gradient for each group is that group's objective (for a
-    GAN: $L = L_D(D, \\mathrm{sg}(G)) + L_G(\\mathrm{sg}(D), G)$ with stop-gradients
+    GAN: $L = L_D(D, \mathrm{sg}(G)) + L_G(\mathrm{sg}(D), G)$ with stop-gradients
     `sg`), `fit` then performs the classic alternating GAN updates with the same loop as
     every other model. Repeat a label in `order` for several updates per turn
     (`("disc", "disc", "gen")`).
