@@ -78,15 +78,27 @@ def ring(args):
     x = mix.sample(50000, key=jr.key(0))
     x_test = mix.sample(args.num_test, key=jr.key(1))
     out, pics = {}, {}
-    mlp = lambda transform=None: nn.TimeMLP(
-        (2,), width=args.width, depth=3, time_transform=transform, key=jr.key(2)
-    )
+
+    def mlp(transform=None, log_noise=False):
+        # Conditioning on a log noise level (range ~10) wants lower Fourier frequencies.
+        scale = 1.0 if (transform is not None or log_noise) else 16.0
+        return nn.TimeMLP(
+            (2,),
+            width=args.width,
+            depth=3,
+            time_transform=transform,
+            embedding_scale=scale,
+            key=jr.key(2),
+        )
+
     heun = dict(solver=dfx.Heun(), grid=sf.solve.KarrasGrid(64), dtype=F32)
 
     for name, sde in (
         ("ScoreSDE VP", sf.VPSDE(t_min=1e-5)),
         ("ScoreSDE VE", sf.VESDE(sigma_min=0.01, sigma_max=20.0)),
     ):
+        if name.split()[-1].lower() not in args.models:
+            continue
         transform = None if isinstance(sde, sf.VPSDE) else nn.LogNoiseLevel(sde)
         m = models.ScoreSDE(sde, mlp(transform), parameterisation="eps")
         m, train_s, loss = fit(m, x, args.ring_steps, args.batch, args.lr, jr.key(3))
@@ -97,6 +109,15 @@ def ring(args):
         out[name], pics[name] = row, s
         print(name, row, flush=True)
 
+    if "ddpm" in args.models:
+        ring_ddpm(args, mix, x, x_test, mlp, out, pics)
+    if "ncsn" in args.models:
+        ring_ncsn(args, mix, x, mlp, out, pics)
+    _plot_ring(mix, pics, os.path.join(HERE, f"train_quality_ring{args.suffix}.png"))
+    return out
+
+
+def ring_ddpm(args, mix, x, x_test, mlp, out, pics):
     ddpm = models.DDPM(mlp(), models.linear_betas(1000))
     ddpm, train_s, loss = fit(ddpm, x, args.ring_steps, args.batch, args.lr, jr.key(3))
     s = ddpm.sample((args.num_samples, 2), key=jr.key(4), dtype=F32)
@@ -107,28 +128,36 @@ def ring(args):
     out["DDPM"], pics["DDPM"] = row, s
     print("DDPM", row, flush=True)
 
-    ncsn = models.NCSN(nn.ScaledScore(mlp()), models.geometric_sigmas(10.0, 0.01, 10))
+
+def ring_ncsn(args, mix, x, mlp, out, pics):
+    ncsn = models.NCSN(nn.ScaledScore(mlp(log_noise=True)), models.geometric_sigmas(10.0, 0.01, 10))
     ncsn, train_s, loss = fit(ncsn, x, args.ring_steps, args.batch, args.lr, jr.key(3))
     s = ncsn.sample(
-        (args.num_samples, 2), steps_per_level=100, step_size=1e-5, dtype=F32, key=jr.key(4)
+        (args.num_samples, 2), steps_per_level=100, step_size=5e-5, dtype=F32, key=jr.key(4)
     )
     row = {
         "train_s": train_s,
         "final_loss": loss,
-        "sampler": "annealed Langevin, 10 x 100 steps, eps 1e-5, final denoise",
+        "sampler": "annealed Langevin, 10 x 100 steps, eps 5e-5, final denoise",
     }
     row.update(sample_quality(mix, s, jr.key(5)))
     out["NCSN"], pics["NCSN"] = row, s
     print("NCSN", row, flush=True)
-    _plot_ring(mix, pics, os.path.join(HERE, "train_quality_ring.png"))
-    return out
 
 
 def digits(args):
     xtr = data.digits("train", dtype=F32)
     xte = data.digits("test", dtype=F32)[: args.num_test_digits]
     out, grids = {}, {}
-    unet = lambda: nn.UNet((1, 8, 8), base_channels=args.base, channel_mults=(1, 2), key=jr.key(6))
+
+    def unet(log_noise=False):
+        return nn.UNet(
+            (1, 8, 8),
+            base_channels=args.base,
+            channel_mults=(1, 2),
+            embedding_scale=1.0 if log_noise else 16.0,
+            key=jr.key(6),
+        )
 
     def bpd(model, key):
         deq = (xte + (jr.uniform(key, xte.shape, F32) - 0.5) * 2 / data.DIGITS_LEVELS).astype(F32)
@@ -160,7 +189,7 @@ def digits(args):
     out["DDPM"] = row
     print("digits DDPM", row, flush=True)
 
-    ncsn = models.NCSN(nn.ScaledScore(unet()), models.geometric_sigmas(5.0, 0.01, 10))
+    ncsn = models.NCSN(nn.ScaledScore(unet(log_noise=True)), models.geometric_sigmas(5.0, 0.01, 10))
     ncsn, train_s, loss = fit(ncsn, xtr, args.digits_steps, 128, 2e-3, jr.key(7))
     grids["NCSN (annealed Langevin)"] = ncsn.sample(
         (64, 1, 8, 8), steps_per_level=100, step_size=5e-6, dtype=F32, key=jr.key(9)
@@ -168,7 +197,7 @@ def digits(args):
     out["NCSN"] = {"train_s": train_s, "final_loss": loss}
     print("digits NCSN", out["NCSN"], flush=True)
     grids["data"] = xte[:64]
-    _plot_grids(grids, os.path.join(HERE, "train_quality_digits.png"))
+    _plot_grids(grids, os.path.join(HERE, f"train_quality_digits{args.suffix}.png"))
     return out
 
 
@@ -225,6 +254,8 @@ def main():
     p.add_argument("--num-test-digits", type=int, default=128)
     p.add_argument("--num-samples", type=int, default=4000)
     p.add_argument("--only", choices=["ring", "digits"], default=None)
+    p.add_argument("--models", default="vp,ve,ddpm,ncsn", help="ring models to run")
+    p.add_argument("--suffix", default="", help="suffix of the output files")
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     a = p.parse_args()
     if a.quick:
@@ -235,12 +266,13 @@ def main():
             8,
             200,
         )
+    a.models = a.models.split(",")
     results = {"args": vars(a), "backend": jax.default_backend()}
     if a.only in (None, "ring"):
         results["ring"] = ring(a)
     if a.only in (None, "digits"):
         results["digits"] = digits(a)
-    suffix = "_quick" if a.quick else ""
+    suffix = "_quick" if a.quick else a.suffix
     with open(os.path.join(HERE, f"train_quality{suffix}.json"), "w") as f:
         json.dump(results, f, indent=1)
 

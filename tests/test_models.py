@@ -43,10 +43,8 @@ def _mlp(key=jr.key(0)):
     return nn.TimeMLP((2,), width=16, depth=2, key=key)
 
 
-@pytest.mark.parametrize(
-    "objective",
-    ["denoising", pytest.param("sliced", marks=pytest.mark.slow), "implicit"],
-)
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["denoising", "sliced", "implicit"])
 def test_score_sde_loss_objectives(objective):
     model = models.ScoreSDE(sf.VPSDE(), _mlp(), objective=objective)
     x = case_a().sample(32, key=jr.key(1))
@@ -115,15 +113,20 @@ def test_networks_shapes_and_embeddings():
     assert float(jnp.abs(g.weights).max()) == 0.0
     with pytest.raises(ValueError, match="`dim`"):
         nn.SinusoidalEmbedding(7)
+    mlp = nn.TimeMLP((3,), width=8, depth=2, embedding="sinusoidal", key=k)
+    assert mlp(jnp.asarray(0.1), jnp.ones(3)).shape == (3,)
+    with pytest.raises(ValueError, match="shape"):
+        mlp(jnp.asarray(0.1), jnp.ones(2))
+
+
+@pytest.mark.slow
+def test_unet_shapes():
+    k = jr.key(0)
     unet = nn.UNet((1, 8, 8), base_channels=8, channel_mults=(1, 2), key=k)
     x = jnp.ones((1, 8, 8))
     assert eqx.filter_jit(lambda u, t, x: u(t, x))(unet, jnp.asarray(0.5), x).shape == (1, 8, 8)
     with pytest.raises(ValueError, match="divisible"):
         nn.UNet((1, 6, 6), channel_mults=(1, 2, 2), key=k)
-    mlp = nn.TimeMLP((3,), width=8, depth=2, embedding="sinusoidal", key=k)
-    assert mlp(jnp.asarray(0.1), jnp.ones(3)).shape == (3,)
-    with pytest.raises(ValueError, match="shape"):
-        mlp(jnp.asarray(0.1), jnp.ones(2))
 
 
 def test_edm_preconditioning_matches_table_1():

@@ -157,6 +157,7 @@ def test_alternating_updates_one_group_per_step():
     assert moved == ["d", "d", "g", "d", "d", "g"]
 
 
+@pytest.mark.slow
 def test_fit_accepts_a_sampler_and_trains_a_score_model():
     sde = sf.VPSDE()
     net = sf.nn.TimeMLP((2,), width=16, depth=1, key=jr.key(0))

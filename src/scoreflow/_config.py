@@ -87,8 +87,9 @@ def load_data(cfg: dict, split: str = "train"):
     )
 
 
-def _network(cfg, event_shape, time_transform, key):
-    opts = dict(cfg["network"])
+def _network(cfg, event_shape, time_transform, key, log_noise=False):
+    # A log noise level spans ~10 units: lower Fourier frequencies than for t in [0, 1].
+    opts = {"embedding_scale": 1.0 if log_noise else 16.0, **cfg["network"]}
     if len(event_shape) == 3:
         return nn.UNet(event_shape, time_transform=time_transform, key=key, **opts)
     return nn.TimeMLP(event_shape, time_transform=time_transform, key=key, **opts)
@@ -98,13 +99,13 @@ def build_model(cfg: dict, event_shape: tuple[int, ...]):
     """The configured model, freshly initialised from `seed`."""
     key = jr.key(cfg["seed"])
     if cfg["model"] == "ncsn":
-        return models.NCSN(nn.ScaledScore(_network(cfg, event_shape, None, key)))
+        return models.NCSN(nn.ScaledScore(_network(cfg, event_shape, None, key, log_noise=True)))
     if cfg["model"] == "ddpm":
         return models.DDPM(_network(cfg, event_shape, None, key))
     sde = SDES[cfg["sde"]]()
     # Condition VE / EDM networks on the log noise level, whose range is O(1).
     transform = None if cfg["sde"] in ("vp", "subvp") else nn.LogNoiseLevel(sde)
-    net = _network(cfg, event_shape, transform, key)
+    net = _network(cfg, event_shape, transform, key, log_noise=transform is not None)
     return models.ScoreSDE(
         sde,
         net,

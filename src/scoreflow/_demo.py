@@ -146,7 +146,14 @@ def run_training_demo(
     x_train = mix.sample(20000, key=k_data)
     sde = TRAIN_SDES[sde_name]()
     transform = None if sde_name in ("vp", "subvp") else nn.LogNoiseLevel(sde)
-    net = nn.TimeMLP((2,), width=128, depth=3, time_transform=transform, key=k_net)
+    net = nn.TimeMLP(
+        (2,),
+        width=128,
+        depth=3,
+        time_transform=transform,
+        embedding_scale=16.0 if transform is None else 1.0,
+        key=k_net,
+    )
     model = models.ScoreSDE(sde, net, parameterisation="eps")
     optimizer = train.default_optimizer(3e-3, num_steps=train_steps, warmup_steps=100)
 

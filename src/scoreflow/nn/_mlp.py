@@ -9,9 +9,9 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ._embeddings import GaussianFourierEmbedding, SinusoidalEmbedding
 
 
-def _embedding(kind, dim, key):
+def _embedding(kind, dim, key, scale=16.0):
     if kind == "fourier":
-        return GaussianFourierEmbedding(dim, scale=16.0, key=key)
+        return GaussianFourierEmbedding(dim, scale=scale, key=key)
     if kind == "sinusoidal":
         return SinusoidalEmbedding(dim)
     raise ValueError(f"`embedding` must be 'fourier' or 'sinusoidal', got {kind!r}.")
@@ -31,6 +31,8 @@ class TimeMLP(eqx.Module):
         depth: number of hidden layers.
         embed_dim: size of the time embedding (even).
         embedding: `"fourier"` (Gaussian Fourier features) or `"sinusoidal"`.
+        embedding_scale: standard deviation of the Fourier frequencies (16 suits
+            $t \in [0, 1]$; use about 1 for a log noise level spanning ~10).
         time_transform: map applied to $t$ before embedding (e.g. a log noise level);
             default the identity.
         activation: nonlinearity $\phi$.
@@ -53,6 +55,7 @@ class TimeMLP(eqx.Module):
         depth: int = 3,
         embed_dim: int = 32,
         embedding: str = "fourier",
+        embedding_scale: float = 16.0,
         time_transform: Callable | None = None,
         activation: Callable = jax.nn.silu,
         *,
@@ -67,7 +70,7 @@ class TimeMLP(eqx.Module):
         for s in self.data_shape:
             d *= s
         keys = jr.split(key, 2 * depth + 2)
-        self.embed = _embedding(embedding, embed_dim, keys[0])
+        self.embed = _embedding(embedding, embed_dim, keys[0], embedding_scale)
         self.first = eqx.nn.Linear(d, width, key=keys[1])
         self.hidden = tuple(eqx.nn.Linear(width, width, key=k) for k in keys[2 : depth + 1])
         self.time_proj = tuple(

@@ -56,6 +56,7 @@ class UNet(eqx.Module):
         channel_mults: channel multiplier per resolution level.
         embed_dim: time embedding size (even).
         embedding: `"fourier"` or `"sinusoidal"`.
+        embedding_scale: standard deviation of the Fourier frequencies.
         time_transform: map applied to $t$ before embedding; default identity.
         key: PRNG key.
     """
@@ -79,6 +80,7 @@ class UNet(eqx.Module):
         channel_mults: tuple[int, ...] = (1, 2),
         embed_dim: int = 64,
         embedding: str = "fourier",
+        embedding_scale: float = 16.0,
         time_transform: Callable | None = None,
         *,
         key: PRNGKeyArray,
@@ -93,7 +95,7 @@ class UNet(eqx.Module):
         self.time_transform = time_transform
         keys = iter(jr.split(key, 4 + 3 * len(channel_mults) + 4))
         if embedding == "fourier":
-            self.embed = GaussianFourierEmbedding(embed_dim, scale=16.0, key=next(keys))
+            self.embed = GaussianFourierEmbedding(embed_dim, scale=embedding_scale, key=next(keys))
         elif embedding == "sinusoidal":
             self.embed = SinusoidalEmbedding(embed_dim)
         else:
