@@ -1,15 +1,15 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float
+from jaxtyping import ArrayLike, Bool, Float
 
 from ._mixture import GaussianMixture
 
 
 def conditional(
     mixture: GaussianMixture,
-    mask: Bool[Array, " dim"],
-    observation: Float[Array, " dim"],
+    mask: Bool[ArrayLike, "..."],
+    observation: Float[ArrayLike, "..."],
 ) -> GaussianMixture:
     r"""The exact law of the unknown coordinates of a mixture given the known ones.
 

@@ -14,7 +14,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from .. import _checks
@@ -22,7 +21,14 @@ from .._custom_types import Key
 from ..sde import AbstractSDE, Prediction, ScalarNoiseTerm
 from ._brownian import GridBrownianPath
 from ._grids import AbstractGrid
-from ._langevin import LangevinResult, _Batched, _check_num, _check_state
+from ._langevin import (
+    LangevinResult,
+    _Batched,
+    _boundary_jit,
+    _check_ladder,
+    _check_num,
+    _check_state,
+)
 
 
 def ladder_times(sde: AbstractSDE, ladder: AbstractGrid | Float[Array, " L"]) -> Array:
@@ -49,14 +55,7 @@ def ladder_times(sde: AbstractSDE, ladder: AbstractGrid | Float[Array, " L"]) ->
         raise ValueError(f"`ladder` must be a 1-d array of noise levels, got {ladder.shape}.")
     if not jnp.issubdtype(ladder.dtype, jnp.floating):
         raise ValueError(f"`ladder` must be floating point, got {ladder.dtype}.")
-    v = _checks.concrete(ladder)
-    if v is not None:
-        _checks.check(bool(np.all(v > 0)), "ladder", f"must be positive, got {v}.")
-        _checks.check(
-            bool(np.all(np.diff(v) < 0)),
-            "ladder",
-            f"must be strictly decreasing (from noise to data), got {v}.",
-        )
+    _check_ladder(ladder)
     return sde.t_from_log_snr(-jnp.log(ladder))
 
 
@@ -104,7 +103,7 @@ def _check_mask(mask, observation, x_init):
     return mask, observation
 
 
-@eqx.filter_jit
+@_boundary_jit(positive=("step_size",), ladder=True)
 def annealed_langevin(
     sde: AbstractSDE,
     model: Callable[..., Array],
@@ -139,6 +138,15 @@ def annealed_langevin(
     drift and noise masked to the unknown coordinates, which is exactly the algorithm's
     "step all, then overwrite the known ones". At the end the known coordinates are
     set to $y$ exactly.
+
+    Algorithm 2 is approximate: at level $i$ the free coordinates relax towards
+    $p_{t_i}(x_u \mid x_k = \tilde y)$, conditioned on a *noisy* observation, and a
+    level relaxes only directions of scale about $\sigma_i$ (the step is
+    $\propto\sigma_i^2$). Where the exact conditional $p(x_u \mid y)$ has modes
+    separated by a barrier, their weights freeze at a level where $\tilde y$ is still
+    noisy and stay biased (the tutorial measures this on an 8-Gaussian mixture); where
+    its mass is connected, the samples follow it (tested against
+    `scoreflow.analytic.conditional`).
 
     This is NCSN's sampler; `scoreflow.models.NCSN` calls it.
 

@@ -15,6 +15,7 @@ Targets are per-example callables on one chain's state; every function here runs
 batch of independent chains, the leading axis of the initial state.
 """
 
+import functools
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -23,6 +24,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .. import _checks
@@ -86,6 +88,45 @@ class _BatchedLogProb(eqx.Module):
         return jax.vmap(self.log_prob)(x)
 
 
+def _boundary_jit(positive: tuple[str, ...] = (), ladder: bool = False):
+    """`eqx.filter_jit`, after checking hyperparameters on the concrete values.
+
+    Arrays passed to a filter-jitted function are traced (so that a new step size does
+    not recompile), which hides their values from checks made inside it; the named
+    keyword arguments are therefore checked here, before the trace.
+    """
+
+    def decorator(fn):
+        jitted = eqx.filter_jit(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            for name in positive:
+                if name in kwargs:
+                    _checks.positive(kwargs[name], name)
+            if ladder and "ladder" in kwargs:
+                _check_ladder(kwargs["ladder"])
+            return jitted(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def _check_ladder(ladder):
+    v = _checks.concrete(ladder)
+    if v is None or isinstance(ladder, eqx.Module):
+        return
+    if v.ndim != 1 or v.shape[0] < 1:
+        raise ValueError(f"`ladder` must be a 1-d array of noise levels, got shape {v.shape}.")
+    _checks.check(bool(np.all(v > 0)), "ladder", f"must be positive, got {v}.")
+    _checks.check(
+        bool(np.all(np.diff(v) < 0)),
+        "ladder",
+        f"must be strictly decreasing (from noise to data), got {v}.",
+    )
+
+
 def _check_state(x, name):
     if not isinstance(x, jax.Array) or not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"`{name}` must be a floating-point JAX array, got {type(x)}.")
@@ -142,7 +183,7 @@ def _euler_maruyama_langevin(score, x0, step_size, num_steps, save_every, key):
     )
 
 
-@eqx.filter_jit
+@_boundary_jit(positive=("step_size",))
 def ula(
     score: Callable[[Array], Array],
     x0: Float[Array, "chains ..."],
@@ -288,7 +329,7 @@ class MALA(dfx.AbstractItoSolver):
         return terms.vf(t0, y0, args)
 
 
-@eqx.filter_jit
+@_boundary_jit(positive=("step_size",))
 def mala(
     log_prob: Callable[[Array], Array],
     x0: Float[Array, "chains ..."],
@@ -363,7 +404,7 @@ class _NegScore(eqx.Module):
         return -jax.vmap(self.score)(x)
 
 
-@eqx.filter_jit
+@_boundary_jit(positive=("step_size", "gamma", "u"))
 def underdamped_langevin(
     score: Callable[[Array], Array],
     x0: Float[Array, "chains ..."],

@@ -22,7 +22,7 @@ from .._custom_types import Key
 from ..sde import AbstractSDE, Prediction, probability_flow_term, reverse_sde_terms
 from ._brownian import GridBrownianPath
 from ._grids import AbstractGrid, UniformGrid
-from ._langevin import _Batched, _check_num
+from ._langevin import _Batched, _boundary_jit, _check_num
 from ._sample import SampleResult, evals_per_step
 
 
@@ -156,7 +156,7 @@ class PredictorCorrector(dfx.AbstractSolver):
         return self.predictor.func(terms, t0, y0, args)
 
 
-@eqx.filter_jit
+@_boundary_jit(positive=("snr",))
 def solve_predictor_corrector(
     sde: AbstractSDE,
     model: Callable[..., Array],
