@@ -202,6 +202,13 @@ def test_exact_conditional_against_bayes_rule():
     assert_allclose(eqx.filter_jit(cond.log_prob)(grid[:, None]), log_joint - log_marg, atol=1e-6)
 
 
+class _BatchScore(eqx.Module):
+    fn: object
+
+    def __call__(self, t, x):
+        return jax.vmap(self.fn, in_axes=(None, 0))(t, x)
+
+
 @pytest.mark.slow
 def test_langevin_corrector_preserves_the_marginal():
     # The corrector alone, on exact samples of p_t, must leave p_t (nearly) invariant.
@@ -209,7 +216,7 @@ def test_langevin_corrector_preserves_the_marginal():
     target = mix.noised(VE)
     t = VE.t_from_log_snr(-jnp.log(jnp.asarray(1.0)))
     x = target.sample(t, 8000, key=jr.key(12))
-    score = jax.vmap(target.score, in_axes=(None, 0))
+    score = _BatchScore(target.score)
     corr = sf.solve.LangevinCorrector(score, snr=0.16, num_steps=20)
     y = eqx.filter_jit(corr)(t, x, jnp.asarray(1.0), jr.key(13))
     exact = mix.noised(VE).sample(t, 8000, key=jr.key(14))
