@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from jaxtyping import TypeCheckError
 from numpy.testing import assert_allclose
 
 import scoreflow as sf
@@ -281,5 +282,8 @@ def test_bad_input(getkey):
         sf.solve.CustomGrid(jnp.asarray([0.1, 0.5, 1.0]))
     with pytest.raises(ValueError, match="`x_T`"):
         sf.solve.solve_probability_flow(sde, score, jnp.zeros(2))
+    # Integer noise: jaxtyping's check (under pytest) or ours, both naming `x_T`.
+    with pytest.raises((ValueError, TypeCheckError), match="x_T"):
+        sf.solve.solve_probability_flow(sde, score, jnp.zeros((2, 2), jnp.int32))
     with pytest.raises(ValueError, match="`parameterisation`"):
         sf.sample(sde, score, (2, 2), parameterisation="noise", key=getkey())

@@ -71,15 +71,27 @@ class GridBrownianPath(dfx.AbstractBrownianPath):
     def t1(self):
         return self.grid[-1]
 
-    def _bridge(self, i, s, h):
-        ki = jr.fold_in(self.key, i)
-        z = jr.normal(jr.fold_in(ki, 0), self.shape, self.dtype)
-        z2 = jr.normal(jr.fold_in(ki, 1), self.shape, self.dtype)
-        s = jnp.clip(s, 0, h)
-        frac = jnp.where(h > 0, s / h, 0.0)
-        return (frac * jnp.sqrt(h) * z + jnp.sqrt(jnp.maximum(s * (1 - frac), 0)) * z2).astype(
-            self.dtype
-        )
+    def _normals(self, i, which):
+        return jr.normal(jr.fold_in(jr.fold_in(self.key, i), which), self.shape, self.dtype)
+
+    def _increment(self, i, s0, s1, h):
+        # B(s) = (s/h) sqrt(h) z + sqrt(s (h - s) / h) z', so a whole interval costs a
+        # single normal draw and only a partial one pays for the bridge's second draw.
+        def whole():
+            return (jnp.sqrt(h) * self._normals(i, 0)).astype(self.dtype)
+
+        def partial():
+            c0 = jnp.clip(s0, 0, h)
+            c1 = jnp.clip(s1, 0, h)
+            safe_h = jnp.where(h > 0, h, 1.0)
+            bridge = jnp.sqrt(jnp.maximum(c1 * (h - c1), 0) / safe_h) - jnp.sqrt(
+                jnp.maximum(c0 * (h - c0), 0) / safe_h
+            )
+            drift = (c1 - c0) / jnp.sqrt(safe_h)
+            return (drift * self._normals(i, 0) + bridge * self._normals(i, 1)).astype(self.dtype)
+
+        is_whole = (s0 <= 0) & (s1 >= h)
+        return jax.lax.cond(is_whole, whole, partial)
 
     @eqx.filter_jit
     def evaluate(self, t0, t1=None, left: bool = True, use_levy: bool = False):
@@ -94,13 +106,11 @@ class GridBrownianPath(dfx.AbstractBrownianPath):
         mid = 0.5 * (t0 + t1)
         i = jnp.clip(jnp.searchsorted(self.grid, mid, side="right") - 1, 0, n - 1)
         a, b = self.grid[i], self.grid[i + 1]
-        h = b - a
-        dw = self._bridge(i, t1 - a, h) - self._bridge(i, t0 - a, h)
+        dw = self._increment(i, t0 - a, t1 - a, b - a)
         if not use_levy:
             return dw
         if self.levy_area is not dfx.SpaceTimeLevyArea:
             raise ValueError("This solver needs `levy_area=diffrax.SpaceTimeLevyArea`.")
         dt = t1 - t0
-        zh = jr.normal(jr.fold_in(jr.fold_in(self.key, i), 2), self.shape, self.dtype)
-        H = (jnp.sqrt(dt / 12) * zh).astype(self.dtype)
+        H = (jnp.sqrt(dt / 12) * self._normals(i, 2)).astype(self.dtype)
         return dfx.SpaceTimeLevyArea(dt=dt, W=dw, H=H)

@@ -137,7 +137,8 @@ def solve_probability_flow(
 ) -> SampleResult:
     r"""Map noise to data through the probability-flow ODE (Song et al. 2021, eq. 13).
 
-    Solves $dx/dt = f(t)x - \tfrac12 g(t)^2 s_\theta(t, x)$ from `T` to `t_min` with
+    Solves $dx/dt = f(t)x - \tfrac12 g(t)^2 \nabla\log p_t(x)$, the model standing in
+    for the score, from `T` to `t_min` with
     any diffrax ODE solver, then (if `denoise`) returns the model's $E[x_0 \mid x]$ at
     `t_min` (one more network call), as in Karras et al. 2022.
 
