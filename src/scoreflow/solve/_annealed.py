@@ -157,7 +157,8 @@ def annealed_langevin(
         x_init: `(batch, *event)` initial states (NCSN: uniform noise).
         ladder: a scoreflow grid, or strictly decreasing noise levels
             $\sigma_1 > \dots > \sigma_L$ (see `ladder_times`).
-        step_size: $\epsilon > 0$, the step at the last level.
+        step_size: $\epsilon > 0$, the step at the last level (a JAX scalar reuses one
+            compilation across values; a Python float is static).
         steps_per_level: $T \geq 1$.
         parameterisation: what `model` predicts (`"score"`, `"eps"`, `"x0"`, `"v"`).
         mask: boolean, event-shaped or `x_init`-shaped; True marks known coordinates.

@@ -205,7 +205,8 @@ def ula(
     Args:
         score: $\nabla\log\pi$ on one chain's state, `x -> array`; vmapped over chains.
         x0: `(chains, *event)` initial states.
-        step_size: $h > 0$ (a traced value does not recompile).
+        step_size: $h > 0$. A Python float is static under `eqx.filter_jit`; pass a JAX
+            scalar to reuse one compilation across step sizes.
         num_steps: number of steps.
         save_every: keep every `save_every`-th state (must divide `num_steps`).
         key: PRNG key of the Brownian motion.
