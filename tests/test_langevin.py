@@ -321,3 +321,44 @@ def test_bad_corrector_and_method():
         )
     with pytest.raises(ValueError, match="`method`"):
         sf.solve.solve_predictor_corrector(VE, lambda t, x: -x, x_T, method="pc", key=jr.key(0))
+
+
+@pytest.mark.slow
+def test_mala_rejects_proposals_outside_the_support():
+    # log pi = -inf outside a box: chains started inside never leave it.
+    def log_prob(x):
+        return jnp.where(jnp.all(jnp.abs(x) < 1), 0.0, -jnp.inf)
+
+    res = sf.solve.mala(
+        log_prob,
+        jnp.zeros((256, 2)),
+        score=lambda x: jnp.zeros_like(x),
+        step_size=jnp.asarray(1.0),
+        num_steps=50,
+        key=jr.key(20),
+    )
+    assert bool(jnp.all(jnp.abs(res.samples) < 1))
+    assert 0.0 < float(res.acceptance_rate.mean()) < 0.9
+
+
+@pytest.mark.slow
+def test_annealed_langevin_on_a_vp_grid_ladder():
+    # Any SDE and a scoreflow grid as the ladder: VP, log-SNR grid, eps-parameterised.
+    sde = sf.VPSDE()
+    mix = case_a(weights=WEIGHTS)
+    target = mix.noised(sde)
+    x0 = sde.prior_sample((N_ANNEAL, 2), key=jr.key(21))
+    res = sf.solve.annealed_langevin(
+        sde,
+        target.eps,
+        x0,
+        parameterisation="eps",
+        ladder=sf.solve.LogSNRGrid(20),
+        step_size=jnp.asarray(1e-4),
+        steps_per_level=50,
+        denoise=True,
+        key=jr.key(22),
+    )
+    assert int(res.nfe) == 21 * 50 + 1
+    chi2, counts = _component_chi2(mix, res.samples)
+    assert chi2 < 24.3, (chi2, counts)
