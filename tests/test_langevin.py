@@ -227,11 +227,11 @@ def test_langevin_corrector_preserves_the_marginal():
 
 def test_predictor_corrector_reproduces_mixture():
     mix = case_a(weights=WEIGHTS)
-    x_T = VE.prior_sample((N_ANNEAL, 2), key=jr.key(15))
+    x_T = VE.prior_sample((1000, 2), key=jr.key(15))
     res = sf.solve.solve_predictor_corrector(
-        VE, mix.noised(VE).score, x_T, grid=sf.solve.UniformGrid(100), key=jr.key(16)
+        VE, mix.noised(VE).score, x_T, grid=sf.solve.UniformGrid(60), key=jr.key(16)
     )
-    assert int(res.nfe) == 100 * 2 + 1 and int(res.num_steps) == 100
+    assert int(res.nfe) == 60 * 2 + 1 and int(res.num_steps) == 60
     chi2, counts = _component_chi2(mix, res.samples)
     assert chi2 < 24.3, (chi2, counts)
     exact = mix.sample(50000, key=jr.key(17))
