@@ -1,0 +1,364 @@
+"""The Langevin family against exact targets (`scoreflow.analytic`)."""
+
+import functools
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+import scoreflow as sf
+
+from .helpers import case_a
+
+WEIGHTS = [0.3, 0.05, 0.1, 0.05, 0.2, 0.1, 0.1, 0.1]
+MEAN = jnp.array([1.0, -1.0])
+COV = jnp.array([[1.0, 0.3], [0.3, 0.5]])
+PREC = jnp.linalg.inv(COV)
+CHAINS = 2000
+NUM_STEPS = 300
+SMALL, LARGE = 0.05, 0.5
+
+
+def _gauss_score(x):
+    return -PREC @ (x - MEAN)
+
+
+def _gauss_log_prob(x):
+    r = x - MEAN
+    return -0.5 * r @ (PREC @ r)
+
+
+def _ula_stationary_cov(h):
+    # ULA on N(mu, S) is the AR(1) x' = (I - h P / 2) x + sqrt(h) z: its stationary
+    # covariance is S (I - h P / 4)^{-1} (exact, eigenvalue by eigenvalue).
+    return np.asarray(COV @ jnp.linalg.inv(jnp.eye(2) - h * PREC / 4))
+
+
+def _assert_moments(x, mean, cov, nsd=5.0):
+    n = x.shape[0]
+    x = np.asarray(x)
+    cov = np.asarray(cov)
+    se_mean = np.sqrt(np.diag(cov) / n)
+    assert np.all(np.abs(x.mean(0) - np.asarray(mean)) < nsd * se_mean), (x.mean(0), mean)
+    # Standard error of a sample covariance entry: sqrt((S_ii S_jj + S_ij^2) / n).
+    se_cov = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / n)
+    assert np.all(np.abs(np.cov(x.T) - cov) < nsd * se_cov), (np.cov(x.T), cov)
+
+
+@functools.cache
+def _chains():
+    x0 = jnp.zeros((CHAINS, 2))
+    out = {}
+    for i, h in enumerate([SMALL, LARGE]):
+        step = jnp.asarray(h)
+        out["ula", h] = sf.solve.ula(
+            _gauss_score, x0, step_size=step, num_steps=NUM_STEPS, key=jr.key(i)
+        )
+        out["mala", h] = sf.solve.mala(
+            _gauss_log_prob, x0, step_size=step, num_steps=NUM_STEPS, key=jr.key(10 + i)
+        )
+    return out
+
+
+@pytest.mark.parametrize("method", ["ula", "mala"])
+def test_small_step_reaches_gaussian(method):
+    res = _chains()[method, SMALL]
+    assert res.samples.shape == (CHAINS, 2) and int(res.num_steps) == NUM_STEPS
+    _assert_moments(res.samples, MEAN, COV)
+
+
+def test_ula_bias_grows_with_step_as_predicted():
+    res = _chains()["ula", LARGE]
+    biased = _ula_stationary_cov(LARGE)
+    # ULA's law at this step is measurably not the target, and is the predicted one.
+    assert np.max(np.abs(biased - np.asarray(COV))) > 0.1
+    _assert_moments(res.samples, MEAN, biased)
+    with pytest.raises(AssertionError):
+        _assert_moments(res.samples, MEAN, COV)
+
+
+def test_mala_is_unbiased_at_large_step():
+    res = _chains()["mala", LARGE]
+    _assert_moments(res.samples, MEAN, COV)
+    small = _chains()["mala", SMALL]
+    rate, rate_small = res.acceptance_rate, small.acceptance_rate
+    assert rate.shape == (CHAINS,)
+    assert bool(jnp.all((rate >= 0) & (rate <= 1)))
+    # A larger step is paid for in acceptance, not in bias.
+    assert 0.5 < float(rate.mean()) < float(rate_small.mean()) <= 1.0
+    assert int(res.nfe) == 2 * (NUM_STEPS + 1)
+
+
+@pytest.mark.slow
+def test_underdamped_langevin_reaches_gaussian():
+    x0 = jnp.zeros((CHAINS, 2))
+    res = sf.solve.underdamped_langevin(
+        _gauss_score, x0, step_size=jnp.asarray(0.1), num_steps=300, gamma=2.0, key=jr.key(4)
+    )
+    _assert_moments(res.samples, MEAN, COV)
+    # The velocities are N(0, u I) at stationarity.
+    _assert_moments(res.velocities, jnp.zeros(2), jnp.eye(2))
+
+
+def _component_chi2(mix, x):
+    comp = jnp.argmax(mix.component_log_probs(x), axis=-1)
+    counts = np.bincount(np.asarray(comp), minlength=mix.weights.shape[0])
+    expected = x.shape[0] * np.asarray(mix.weights)
+    return float(np.sum((counts - expected) ** 2 / expected)), counts
+
+
+VE = sf.VESDE(sigma_min=0.01, sigma_max=20.0)
+LADDER = jnp.geomspace(10.0, 0.05, 10)
+EPS = jnp.asarray(2.5e-3)  # alpha_i = sigma_i^2 at the last level
+N_ANNEAL = 2000
+
+
+def test_annealed_langevin_recovers_weights_where_plain_langevin_does_not():
+    mix = case_a(weights=WEIGHTS)
+    score = mix.noised(VE).score
+    x0 = jr.uniform(jr.key(5), (N_ANNEAL, 2), minval=-8.0, maxval=8.0)
+    res = sf.solve.annealed_langevin(
+        VE,
+        score,
+        x0,
+        ladder=LADDER,
+        step_size=EPS,
+        steps_per_level=50,
+        save_levels=True,
+        key=jr.key(6),
+    )
+    assert int(res.nfe) == 10 * 50 and res.trajectory.shape == (10, N_ANNEAL, 2)
+    chi2, counts = _component_chi2(mix, res.samples)
+    assert chi2 < 24.3, (chi2, counts)  # chi-square, 7 dof, p = 1e-3
+    # Plain Langevin at the smallest noise level, from the same start, as many steps
+    # at a (larger, still stable) step: the chains stay in the basin they start in.
+    t_small = VE.t_from_log_snr(-jnp.log(LADDER[-1]))
+    plain = sf.solve.ula(
+        lambda x: score(t_small, x), x0, step_size=jnp.asarray(0.01), num_steps=500, key=jr.key(7)
+    )
+    chi2_plain, counts_plain = _component_chi2(mix, plain.samples)
+    assert chi2_plain > 100.0, (chi2_plain, counts_plain)
+
+
+@pytest.mark.slow
+def test_annealed_langevin_reads_every_parameterisation():
+    mix = case_a(weights=WEIGHTS)
+    target = mix.noised(VE)
+    x0 = jr.normal(jr.key(8), (16, 2))
+    kw = dict(ladder=LADDER[:4], step_size=jnp.asarray(1e-3), steps_per_level=3, key=jr.key(9))
+    a = sf.solve.annealed_langevin(VE, target.score, x0, **kw)
+    b = sf.solve.annealed_langevin(VE, target.eps, x0, parameterisation="eps", **kw)
+    assert_allclose(a.samples, b.samples, rtol=1e-9, atol=1e-9)
+
+
+def test_inpainting_matches_exact_conditional():
+    # A mixture whose conditional is bimodal but connected, so that Algorithm 2's
+    # approximation vanishes as the ladder's last levels relax (see its docstring).
+    mix = sf.GaussianMixture(
+        jnp.array([0.35, 0.65]),
+        jnp.array([[-1.0, -1.5], [1.0, 1.0]]),
+        jnp.array([[1.0, 1.0], [0.5, 0.6]]),
+    )
+    y = jnp.array([0.2, 0.0])
+    known = jnp.array([True, False])
+    cond = sf.analytic.conditional(mix, known, y)
+    x0 = jr.uniform(jr.key(10), (N_ANNEAL, 2), minval=-8.0, maxval=8.0)
+    res = sf.solve.annealed_langevin(
+        VE,
+        mix.noised(VE).score,
+        x0,
+        ladder=LADDER,
+        step_size=EPS,
+        steps_per_level=50,
+        mask=known,
+        observation=y,
+        key=jr.key(11),
+    )
+    x = res.samples
+    assert bool(jnp.all(x[:, 0] == y[0]))  # exactly the observation
+    _assert_moments(x[:, 1:], cond.mean(), cond.covariance())
+    # Mass per conditional component (2 - 1 dof, p = 1e-3).
+    chi2, counts = _component_chi2(cond, x[:, 1:])
+    assert chi2 < 10.8, (chi2, counts, cond.weights)
+
+
+def test_exact_conditional_against_bayes_rule():
+    # Full covariance: the conditional density equals p(x_u, y_k) / p(y_k), numerically.
+    from .helpers import full_cov_mixture
+
+    mix = full_cov_mixture()
+    known = jnp.array([True, False, True])
+    y = jnp.array([0.5, 0.0, -1.0])
+    cond = sf.analytic.conditional(mix, known, y)
+    grid = jnp.linspace(-12.0, 12.0, 1201)
+    joint = jnp.stack([jnp.full_like(grid, y[0]), grid, jnp.full_like(grid, y[2])], -1)
+    log_joint = eqx.filter_jit(mix.log_prob)(joint)
+    log_marg = jax.nn.logsumexp(log_joint) + jnp.log(grid[1] - grid[0])
+    assert_allclose(eqx.filter_jit(cond.log_prob)(grid[:, None]), log_joint - log_marg, atol=1e-6)
+
+
+class _BatchScore(eqx.Module):
+    fn: object
+
+    def __call__(self, t, x):
+        return jax.vmap(self.fn, in_axes=(None, 0))(t, x)
+
+
+@pytest.mark.slow
+def test_langevin_corrector_preserves_the_marginal():
+    # The corrector alone, on exact samples of p_t, must leave p_t (nearly) invariant.
+    mix = case_a(weights=WEIGHTS)
+    target = mix.noised(VE)
+    t = VE.t_from_log_snr(-jnp.log(jnp.asarray(1.0)))
+    x = target.sample(t, 8000, key=jr.key(12))
+    score = _BatchScore(target.score)
+    corr = sf.solve.LangevinCorrector(score, snr=0.16, num_steps=20)
+    y = eqx.filter_jit(corr)(t, x, jnp.asarray(1.0), jr.key(13))
+    exact = mix.noised(VE).sample(t, 8000, key=jr.key(14))
+    cov = np.cov(np.asarray(exact).T)
+    _assert_moments(y, mix.mean(), cov, nsd=6.0)
+    assert float(jnp.max(jnp.abs(y - x))) > 0.1  # it did move
+
+
+def test_predictor_corrector_reproduces_mixture():
+    mix = case_a(weights=WEIGHTS)
+    x_T = VE.prior_sample((1000, 2), key=jr.key(15))
+    res = sf.solve.solve_predictor_corrector(
+        VE, mix.noised(VE).score, x_T, grid=sf.solve.UniformGrid(60), key=jr.key(16)
+    )
+    assert int(res.nfe) == 60 * 2 + 1 and int(res.num_steps) == 60
+    chi2, counts = _component_chi2(mix, res.samples)
+    assert chi2 < 24.3, (chi2, counts)
+    exact = mix.sample(50000, key=jr.key(17))
+    gap = float(mix.log_prob(res.samples).mean() - mix.log_prob(exact).mean())
+    assert abs(gap) < 0.1, gap
+
+
+@pytest.mark.slow
+def test_predictor_corrector_with_ode_heun_predictor():
+    mix = case_a(weights=WEIGHTS)
+    x_T = VE.prior_sample((N_ANNEAL, 2), key=jr.key(18))
+    res = sf.solve.solve_predictor_corrector(
+        VE,
+        mix.noised(VE).score,
+        x_T,
+        method="ode",
+        predictor=dfx.Heun(),
+        corrector_steps=2,
+        grid=sf.solve.UniformGrid(60),
+        key=jr.key(19),
+    )
+    assert int(res.nfe) == 60 * (2 + 2) + 1
+    chi2, counts = _component_chi2(mix, res.samples)
+    assert chi2 < 24.3, (chi2, counts)
+
+
+# Bad input: clear errors naming the argument.
+
+
+def test_bad_step_size():
+    x0 = jnp.zeros((4, 2))
+    for fn, target in [(sf.solve.ula, _gauss_score), (sf.solve.mala, _gauss_log_prob)]:
+        for bad in [0.0, -0.1, jnp.asarray(-1.0)]:
+            with pytest.raises(ValueError, match="`step_size`"):
+                fn(target, x0, step_size=bad, num_steps=3, key=jr.key(0))
+    with pytest.raises(ValueError, match="`step_size`"):
+        sf.solve.annealed_langevin(
+            VE, lambda t, x: -x, x0, ladder=LADDER, step_size=0.0, steps_per_level=2, key=jr.key(0)
+        )
+    with pytest.raises(ValueError, match="`gamma`"):
+        sf.solve.underdamped_langevin(
+            _gauss_score, x0, step_size=0.1, num_steps=3, gamma=0.0, key=jr.key(0)
+        )
+
+
+@pytest.mark.parametrize(
+    "ladder", [jnp.array([0.1, 1.0, 10.0]), jnp.array([1.0, 1.0, 0.5]), jnp.array([1.0, -0.5])]
+)
+def test_bad_ladder(ladder):
+    with pytest.raises(ValueError, match="`ladder`"):
+        sf.solve.annealed_langevin(
+            VE,
+            lambda t, x: -x,
+            jnp.zeros((4, 2)),
+            ladder=ladder,
+            step_size=1e-3,
+            steps_per_level=2,
+            key=jr.key(0),
+        )
+
+
+@pytest.mark.parametrize("mask", [jnp.array([True, False, True]), jnp.ones((3, 2), bool)])
+def test_bad_mask(mask):
+    with pytest.raises(ValueError, match="`mask`"):
+        sf.solve.annealed_langevin(
+            VE,
+            lambda t, x: -x,
+            jnp.zeros((4, 2)),
+            ladder=LADDER,
+            step_size=1e-3,
+            steps_per_level=2,
+            mask=mask,
+            observation=jnp.zeros(2),
+            key=jr.key(0),
+        )
+    with pytest.raises(ValueError, match="`mask`"):
+        sf.analytic.conditional(case_a(), mask, jnp.zeros(2))
+
+
+def test_bad_corrector_and_method():
+    x_T = jnp.zeros((4, 2))
+    with pytest.raises(ValueError, match="`snr`"):
+        sf.solve.solve_predictor_corrector(VE, lambda t, x: -x, x_T, snr=0.0, key=jr.key(0))
+    with pytest.raises(ValueError, match="`corrector_steps`"):
+        sf.solve.solve_predictor_corrector(
+            VE, lambda t, x: -x, x_T, corrector_steps=0, key=jr.key(0)
+        )
+    with pytest.raises(ValueError, match="`method`"):
+        sf.solve.solve_predictor_corrector(VE, lambda t, x: -x, x_T, method="pc", key=jr.key(0))
+
+
+@pytest.mark.slow
+def test_mala_rejects_proposals_outside_the_support():
+    # log pi = -inf outside a box: chains started inside never leave it.
+    def log_prob(x):
+        return jnp.where(jnp.all(jnp.abs(x) < 1), 0.0, -jnp.inf)
+
+    res = sf.solve.mala(
+        log_prob,
+        jnp.zeros((256, 2)),
+        score=lambda x: jnp.zeros_like(x),
+        step_size=jnp.asarray(1.0),
+        num_steps=50,
+        key=jr.key(20),
+    )
+    assert bool(jnp.all(jnp.abs(res.samples) < 1))
+    assert 0.0 < float(res.acceptance_rate.mean()) < 0.9
+
+
+@pytest.mark.slow
+def test_annealed_langevin_on_a_vp_grid_ladder():
+    # Any SDE and a scoreflow grid as the ladder: VP, log-SNR grid, eps-parameterised.
+    sde = sf.VPSDE()
+    mix = case_a(weights=WEIGHTS)
+    target = mix.noised(sde)
+    x0 = sde.prior_sample((N_ANNEAL, 2), key=jr.key(21))
+    res = sf.solve.annealed_langevin(
+        sde,
+        target.eps,
+        x0,
+        parameterisation="eps",
+        ladder=sf.solve.LogSNRGrid(20),
+        step_size=jnp.asarray(1e-4),
+        steps_per_level=50,
+        denoise=True,
+        key=jr.key(22),
+    )
+    assert int(res.nfe) == 21 * 50 + 1
+    chi2, counts = _component_chi2(mix, res.samples)
+    assert chi2 < 24.3, (chi2, counts)
