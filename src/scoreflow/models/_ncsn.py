@@ -1,8 +1,6 @@
 from collections.abc import Callable
 
-import diffrax as dfx
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -10,7 +8,7 @@ from jaxtyping import Array, Float
 
 from .. import _checks, losses, solve
 from .._custom_types import Key, Scalar
-from ..sde import langevin_terms
+from ..sde import VESDE
 
 
 def geometric_sigmas(sigma_max: float = 10.0, sigma_min: float = 0.01, num_levels: int = 10):
@@ -18,14 +16,19 @@ def geometric_sigmas(sigma_max: float = 10.0, sigma_min: float = 0.01, num_level
     return jnp.asarray(np.geomspace(sigma_max, sigma_min, num_levels))
 
 
-class _AtLevel(eqx.Module):
-    # A module (not a vmap closure) so the network's parameters stay pytree leaves.
+class _AtNoiseLevel(eqx.Module):
+    # Reads a sigma-conditioned network as a (t, x) model of the ladder's VE SDE.
     network: Callable
-    sigma: Array
+    sde: VESDE
 
     def __call__(self, t, x):
-        one = lambda y: self.network(self.sigma.astype(y.dtype), y)
-        return jax.vmap(one)(x)
+        sigma = self.sde.marginal(t)[1].astype(x.dtype)
+        return self.network(sigma, x)
+
+
+def ladder_sde(sigmas) -> VESDE:
+    r"""A `VESDE` whose noise levels cover the ladder, so that $\sigma_i = \sigma(t_i)$."""
+    return VESDE(sigma_min=0.5 * sigmas[-1], sigma_max=1.01 * sigmas[0], t_min=1e-6)
 
 
 class NCSN(eqx.Module):
@@ -33,8 +36,11 @@ class NCSN(eqx.Module):
 
     A score network $s_\theta(\sigma, x)$ trained on a ladder of noise levels with
     `scoreflow.losses.ncsn_loss` (eq. 6, $\lambda(\sigma) = \sigma^2$) and sampled by
-    annealed Langevin dynamics (Algorithm 1) through `scoreflow.sde.langevin_terms`, with
-    the final denoising step of Jolicoeur-Martineau et al. 2021 (arXiv:2009.05475).
+    annealed Langevin dynamics (Algorithm 1) through `scoreflow.solve.annealed_langevin`
+    (Euler–Maruyama on `scoreflow.sde.langevin_terms` at each level), with the final
+    denoising step of Jolicoeur-Martineau et al. 2021 (arXiv:2009.05475). The ladder is
+    read as noise levels of a `VESDE` (`ladder_sde`), the network being called with
+    $\sigma_t$.
 
     Args:
         network: per-example score network `(sigma, x) -> array` (the noise level is
@@ -90,34 +96,16 @@ class NCSN(eqx.Module):
         sigmas = self.sigmas.astype(dtype)
         k0, k = jr.split(key)
         x = sigmas[0] * jr.normal(k0, tuple(shape), dtype)
-        x = _annealed(self.network, sigmas, x, steps_per_level, jnp.asarray(step_size, dtype), k)
-        if denoise:
-            s = sigmas[-1]
-            x = x + s**2 * _AtLevel(self.network, s)(s, x)
-        return x
-
-
-@eqx.filter_jit
-def _annealed(network, sigmas, x, steps, eps, key):
-    dtype = x.dtype
-
-    def level(x, inp):
-        sigma, k = inp
-        h = eps * sigma**2 / sigmas[-1] ** 2
-        ts = jnp.arange(steps + 1, dtype=dtype) * h
-        path = solve.GridBrownianPath(ts, x.shape, key=k, dtype=dtype)
-        score = _AtLevel(network, sigma)
-        sol = dfx.diffeqsolve(
-            langevin_terms(score, path),
-            dfx.Euler(),
-            ts[0],
-            ts[-1],
-            None,
+        sde = ladder_sde(self.sigmas)
+        res = solve.annealed_langevin(
+            sde,
+            _AtNoiseLevel(self.network, sde),
             x,
-            stepsize_controller=dfx.StepTo(ts),
-            max_steps=steps,
+            ladder=sigmas,
+            step_size=step_size,
+            steps_per_level=steps_per_level,
+            parameterisation="score",
+            denoise=denoise,
+            key=k,
         )
-        return sol.ys[-1], None
-
-    x, _ = jax.lax.scan(level, x, (sigmas, jr.split(key, sigmas.shape[0])))
-    return x
+        return res.samples
