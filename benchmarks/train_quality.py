@@ -162,7 +162,7 @@ def digits(args):
     def bpd(model, key):
         deq = (xte + (jr.uniform(key, xte.shape, F32) - 0.5) * 2 / data.DIGITS_LEVELS).astype(F32)
         t0 = time.perf_counter()
-        lp = model.log_prob(deq, rtol=1e-4, atol=1e-4)
+        lp = model.log_prob(deq, rtol=1e-4, atol=1e-4, trace="hutchinson", key=key)
         b = np.asarray(data.digits_bits_per_dim(lp))
         return {
             "test_bpd": float(b.mean()),

@@ -7,9 +7,16 @@ import jax.numpy as jnp
 from ..sde import Prediction
 
 
-def pf_log_prob(sde, model, x, *, parameterisation, rtol=1e-5, atol=1e-5, **_):
+def pf_log_prob(
+    sde, model, x, *, parameterisation, rtol=1e-5, atol=1e-5, trace="exact", key=None, **_
+):
     score = Prediction(sde, model, parameterisation).score
     shape = x.shape[1:]
+    if trace == "hutchinson":
+        # One Rademacher probe per example, held fixed for the whole solve.
+        probes = jax.random.rademacher(key, x.shape, x.dtype)
+    else:
+        probes = jnp.zeros_like(x)
 
     def field(t, y, args):
         xs, _ = y
@@ -19,11 +26,14 @@ def pf_log_prob(sde, model, x, *, parameterisation, rtol=1e-5, atol=1e-5, **_):
             out = sde.drift(t, z) - 0.5 * sde.diffusion(t) ** 2 * score(t, z)
             return out.reshape(-1)
 
-        def one(z):
+        def one(z, v):
             flat = z.reshape(-1)
+            if trace == "hutchinson":
+                out, jv = jax.jvp(f, (flat,), (v.reshape(-1),))
+                return out.reshape(shape), jnp.sum(v.reshape(-1) * jv)
             return f(flat).reshape(shape), jnp.trace(jax.jacfwd(f)(flat))
 
-        dx, div = jax.vmap(one)(xs)
+        dx, div = jax.vmap(one)(xs, probes)
         return dx, div
 
     dtype = x.dtype

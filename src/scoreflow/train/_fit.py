@@ -48,6 +48,10 @@ class FitResult(eqx.Module):
     losses: np.ndarray
 
 
+# One object, so that repeated `fit` calls without an optimiser reuse the compiled chunk.
+_DEFAULT_OPTIMIZER = default_optimizer(1e-3)
+
+
 def _default_loss(model, x, *, key):
     return model.loss(x, key=key)
 
@@ -194,7 +198,7 @@ def fit(
             data = jnp.asarray(data)
         if data.ndim < 2 or data.shape[0] < 1:
             raise ValueError(f"`data` must have shape (N, *event) with N >= 1, got {data.shape}.")
-    optimizer = default_optimizer(1e-3) if optimizer is None else optimizer
+    optimizer = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
     loss_fn = _default_loss if loss_fn is None else loss_fn
     template = init_state(
         model, optimizer, ema=ema_decay is not None, filter_spec=filter_spec, key=key
