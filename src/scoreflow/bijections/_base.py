@@ -46,13 +46,13 @@ class AbstractBijection(eqx.Module):
     def transform_and_log_det(
         self, x: Float[Array, "..."], *, key: Key | None = None
     ) -> tuple[Float[Array, "..."], Float[Array, ""]]:
-        """Return $(T(x), \\log|\\det J_T(x)|)$ for one event `x`."""
+        r"""Return $(T(x), \log|\det J_T(x)|)$ for one event `x`."""
         return self._transform_and_log_det(check_event(x, self.shape, "x"), key)
 
     def inverse_and_log_det(
         self, y: Float[Array, "..."], *, key: Key | None = None
     ) -> tuple[Float[Array, "..."], Float[Array, ""]]:
-        """Return $(T^{-1}(y), \\log|\\det J_{T^{-1}}(y)|)$ for one event `y`."""
+        r"""Return $(T^{-1}(y), \log|\det J_{T^{-1}}(y)|)$ for one event `y`."""
         return self._inverse_and_log_det(check_event(y, self.shape, "y"), key)
 
     def transform(self, x: Float[Array, "..."], *, key: Key | None = None) -> Float[Array, "..."]:

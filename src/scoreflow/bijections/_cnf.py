@@ -91,9 +91,7 @@ class CNF(AbstractBijection):
             solved, so negated for `inverse`).
         """
         if z.ndim != len(self.shape) + 1 or z.shape[1:] != self.shape:
-            raise ValueError(
-                f"`z` must have shape (batch, *{self.shape}), got {z.shape}."
-            )
+            raise ValueError(f"`z` must have shape (batch, *{self.shape}), got {z.shape}.")
         t0, t1 = (self.t1, self.t0) if inverse else (self.t0, self.t1)
         return solve_augmented(
             _Field(self.vector_field),

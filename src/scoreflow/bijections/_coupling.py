@@ -11,8 +11,9 @@ from ._base import AbstractBijection
 
 
 class AffineCoupling(AbstractBijection):
-    r"""Masked affine coupling layer (Dinh et al. 2017, "Density estimation using Real
-    NVP", arXiv:1605.08803, eq. 9).
+    r"""Masked affine coupling layer (Dinh et al. 2017, arXiv:1605.08803, eq. 9).
+
+    From "Density estimation using Real NVP".
 
     With a binary mask $b$, $y = b \odot x + (1 - b) \odot (x \odot e^{s(b \odot x)} +
     t(b \odot x))$ and $\log|\det| = \sum_j (1 - b_j)\,s_j(b \odot x)$ (eq. 6). The

@@ -17,11 +17,12 @@ from .._custom_types import Key, ScalarLike
 
 
 class ConcatSquashLinear(eqx.Module):
-    """One ConcatSquash layer $(t, h) \\mapsto (Wh + b)\\,\\sigma(Ut + c) + Vt$.
+    r"""One ConcatSquash layer $(t, h) \mapsto (Wh + b)\,\sigma(Ut + c) + Vt$.
 
     Args:
         in_size: input width.
         out_size: output width.
+        dtype: parameter dtype.
         key: PRNG key.
     """
 
@@ -29,11 +30,11 @@ class ConcatSquashLinear(eqx.Module):
     gate: eqx.nn.Linear
     shift: eqx.nn.Linear
 
-    def __init__(self, in_size: int, out_size: int, *, key: Key):
+    def __init__(self, in_size: int, out_size: int, *, dtype=None, key: Key):
         k1, k2, k3 = jr.split(key, 3)
-        self.linear = eqx.nn.Linear(in_size, out_size, key=k1)
-        self.gate = eqx.nn.Linear(1, out_size, key=k2)
-        self.shift = eqx.nn.Linear(1, out_size, use_bias=False, key=k3)
+        self.linear = eqx.nn.Linear(in_size, out_size, key=k1, dtype=dtype)
+        self.gate = eqx.nn.Linear(1, out_size, key=k2, dtype=dtype)
+        self.shift = eqx.nn.Linear(1, out_size, use_bias=False, key=k3, dtype=dtype)
 
     def __call__(self, t: ScalarLike, h: Float[Array, " in_size"]) -> Float[Array, " out_size"]:
         tt = jnp.reshape(jnp.asarray(t, h.dtype), (1,))
@@ -53,6 +54,7 @@ class ConcatSquashMLP(eqx.Module):
         activation: elementwise non-linearity (default `jax.nn.softplus`; smooth, as
             the trace of the Jacobian must be differentiable).
         zero_init: start the last layer at zero (the identity flow).
+        dtype: parameter dtype.
         key: PRNG key.
 
     Raises:
@@ -69,6 +71,7 @@ class ConcatSquashMLP(eqx.Module):
         depth: int = 2,
         activation: Callable = jax.nn.softplus,
         zero_init: bool = True,
+        dtype=None,
         *,
         key: Key,
     ):
@@ -77,7 +80,10 @@ class ConcatSquashMLP(eqx.Module):
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
         sizes = [dim] + [width] * depth + [dim]
         keys = jr.split(key, len(sizes) - 1)
-        layers = [ConcatSquashLinear(a, b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys)]
+        layers = [
+            ConcatSquashLinear(a, b, dtype=dtype, key=k)
+            for a, b, k in zip(sizes[:-1], sizes[1:], keys)
+        ]
         if not zero_init:
             self.layers = tuple(layers)
             self.activation = activation

@@ -421,4 +421,3 @@ def log_likelihood(
         stats=sol.stats,
         result=sol.result,
     )
-
