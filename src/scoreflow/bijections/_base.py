@@ -44,21 +44,21 @@ class AbstractBijection(eqx.Module):
         """Inverse map and its log-det on a checked event."""
 
     def transform_and_log_det(
-        self, x: Float[Array, "..."], *, key: Key | None = None
+        self, x: Array, *, key: Key | None = None
     ) -> tuple[Float[Array, "..."], Float[Array, ""]]:
         r"""Return $(T(x), \log|\det J_T(x)|)$ for one event `x`."""
         return self._transform_and_log_det(check_event(x, self.shape, "x"), key)
 
     def inverse_and_log_det(
-        self, y: Float[Array, "..."], *, key: Key | None = None
+        self, y: Array, *, key: Key | None = None
     ) -> tuple[Float[Array, "..."], Float[Array, ""]]:
         r"""Return $(T^{-1}(y), \log|\det J_{T^{-1}}(y)|)$ for one event `y`."""
         return self._inverse_and_log_det(check_event(y, self.shape, "y"), key)
 
-    def transform(self, x: Float[Array, "..."], *, key: Key | None = None) -> Float[Array, "..."]:
+    def transform(self, x: Array, *, key: Key | None = None) -> Float[Array, "..."]:
         """Return $T(x)$."""
         return self.transform_and_log_det(x, key=key)[0]
 
-    def inverse(self, y: Float[Array, "..."], *, key: Key | None = None) -> Float[Array, "..."]:
+    def inverse(self, y: Array, *, key: Key | None = None) -> Float[Array, "..."]:
         """Return $T^{-1}(y)$."""
         return self.inverse_and_log_det(y, key=key)[0]

@@ -44,7 +44,7 @@ class AffineCoupling(AbstractBijection):
 
     def __init__(
         self,
-        mask: Sequence[bool],
+        mask: Sequence[bool] | np.ndarray,
         *,
         width: int = 64,
         depth: int = 2,

@@ -21,7 +21,7 @@ class Permute(AbstractBijection):
     permutation: tuple[int, ...] = eqx.field(static=True)
     shape: tuple[int, ...] = eqx.field(static=True)
 
-    def __init__(self, permutation: Sequence[int]):
+    def __init__(self, permutation: Sequence[int] | np.ndarray):
         perm = np.asarray(permutation)
         if perm.ndim != 1 or perm.size == 0 or not np.issubdtype(perm.dtype, np.integer):
             raise ValueError(f"`permutation` must be a 1-d integer sequence, got {permutation}.")
