@@ -23,9 +23,11 @@ def _perturb(b, seed, scale=0.3):
     # host: eager JAX ops would each compile, which dominates on a busy machine.
     rng = np.random.default_rng(seed)
     return jax.tree.map(
-        lambda p: jnp.asarray(np.asarray(p) + scale * rng.normal(size=p.shape), p.dtype)
-        if eqx.is_inexact_array(p)
-        else p,
+        lambda p: (
+            jnp.asarray(np.asarray(p) + scale * rng.normal(size=p.shape), p.dtype)
+            if eqx.is_inexact_array(p)
+            else p
+        ),
         b,
     )
 
@@ -37,9 +39,7 @@ def _cast(b, dtype):
 
 
 def _affine(dtype, key):
-    return bij.Affine(
-        jnp.asarray([0.5, -1.0, 2.0], dtype), jnp.asarray([1.5, -0.7, 0.3], dtype)
-    )
+    return bij.Affine(jnp.asarray([0.5, -1.0, 2.0], dtype), jnp.asarray([1.5, -0.7, 0.3], dtype))
 
 
 def _coupling(dtype, key):

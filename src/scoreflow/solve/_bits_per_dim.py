@@ -25,7 +25,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import Array, Int
+from jaxtyping import Array
 
 from .._custom_types import Key
 
@@ -53,7 +53,7 @@ def uniform_dequantiser(x: Array, *, key: Key) -> tuple[Array, Array]:
 
 def bits_per_dim(
     log_prob: Callable[..., Array],
-    x: Int[Array, "batch ..."],
+    x: Array,
     *,
     num_bits: int = 8,
     data_range: tuple[float, float] = (-1.0, 1.0),

@@ -21,8 +21,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from jaxtyping import Array, Float, Int
 
+from .. import _checks
 from .._custom_types import Key
 from ..sde import AbstractSDE, Prediction, probability_flow_term
 
@@ -157,8 +159,18 @@ class FlowSolution(eqx.Module):
 
 
 def check_finite(x: Array, name: str) -> Array:
-    """Raise (at run time, also under `jit`) if `x` holds NaN or infinity."""
-    return eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), f"`{name}` contains non-finite values.")
+    """Raise if `x` holds NaN or infinity.
+
+    A concrete array is checked at once (`ValueError`); a traced one at run time through
+    `equinox.error_if`, so the check also holds under `jit`.
+    """
+    message = f"`{name}` contains non-finite values."
+    value = _checks.concrete(x)
+    if value is not None:
+        if not np.all(np.isfinite(value)):
+            raise ValueError(message)
+        return x
+    return eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), message)
 
 
 def _check_batch(x, name):
@@ -313,7 +325,6 @@ class _ProbabilityFlowField(eqx.Module):
         return self.term.vf(t, x, args)
 
 
-@eqx.filter_jit
 def log_likelihood(
     sde: AbstractSDE,
     model: Callable[..., Array],
@@ -381,10 +392,54 @@ def log_likelihood(
         A `LikelihoodResult`.
 
     Raises:
-        ValueError: on bad options, shapes, or a missing `key`; a runtime error on
-            non-finite `x`.
+        ValueError: on bad options, shapes, a missing `key`, or non-finite `x` (under
+            `jit`, a non-finite `x` raises at run time through `equinox.error_if`).
     """
     _check_batch(x, "x")
+    check_trace(trace, probe, num_probes)
+    if trace == "hutchinson" and key is None:
+        raise ValueError("`key` is required for trace='hutchinson' (it draws the probes).")
+    x = check_finite(x, "x")
+    return _log_likelihood(
+        sde,
+        model,
+        x,
+        parameterisation=parameterisation,
+        prior_log_prob=prior_log_prob,
+        solver=solver,
+        rtol=rtol,
+        atol=atol,
+        dt0=dt0,
+        max_steps=max_steps,
+        trace=trace,
+        num_probes=num_probes,
+        probe=probe,
+        adjoint=adjoint,
+        throw=throw,
+        key=key,
+    )
+
+
+@eqx.filter_jit
+def _log_likelihood(
+    sde,
+    model,
+    x,
+    *,
+    parameterisation,
+    prior_log_prob,
+    solver,
+    rtol,
+    atol,
+    dt0,
+    max_steps,
+    trace,
+    num_probes,
+    probe,
+    adjoint,
+    throw,
+    key,
+):
     prediction = Prediction(sde, model, parameterisation)
     field = _ProbabilityFlowField(probability_flow_term(sde, prediction.score))
     sol = solve_augmented(
