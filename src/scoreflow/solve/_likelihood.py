@@ -25,7 +25,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .. import _checks
-from .._custom_types import Key
+from .._custom_types import Key, ScalarLike
 from ..sde import AbstractSDE, Prediction, probability_flow_term
 
 TRACES: tuple[str, ...] = ("exact", "hutchinson")
@@ -190,8 +190,8 @@ def solve_augmented(
     num_probes: int = 1,
     probe: str = "rademacher",
     solver: dfx.AbstractSolver | None = None,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
+    rtol: ScalarLike = 1e-5,
+    atol: ScalarLike = 1e-5,
     dt0=None,
     stepsize_controller: dfx.AbstractStepSizeController | None = None,
     max_steps: int | None = 4096,
@@ -333,8 +333,8 @@ def log_likelihood(
     parameterisation: str = "score",
     prior_log_prob: Callable[[Array], Array] | None = None,
     solver: dfx.AbstractSolver | None = None,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
+    rtol: ScalarLike = 1e-5,
+    atol: ScalarLike = 1e-5,
     dt0: float | None = None,
     max_steps: int = 4096,
     trace: str = "exact",
@@ -376,7 +376,8 @@ def log_likelihood(
         prior_log_prob: per-example log-density at `T` (default `sde.prior_log_prob`);
             pass the exact $\log p_T$ to isolate solver error.
         solver: diffrax ODE solver (default `diffrax.Tsit5()`).
-        rtol: relative tolerance of the PID controller.
+        rtol: relative tolerance of the PID controller (an array value does not
+            recompile).
         atol: absolute tolerance of the PID controller.
         dt0: first step (default $(T - t_{\min})/64$).
         max_steps: step budget.
