@@ -16,7 +16,8 @@ class AffineCoupling(AbstractBijection):
     From "Density estimation using Real NVP".
 
     With a binary mask $b$, $y = b \odot x + (1 - b) \odot (x \odot e^{s(b \odot x)} +
-    t(b \odot x))$ and $\log|\det| = \sum_j (1 - b_j)\,s_j(b \odot x)$ (eq. 6). The
+    t(b \odot x))$ (computed on the index sets of $b$, so the conditioner maps the
+    conditioning entries to a scale and shift of the transformed ones only) and $\log|\det| = \sum_j (1 - b_j)\,s_j(b \odot x)$ (eq. 6). The
     conditioner is an MLP whose output $(s, t)$ starts at zero (the identity map), and
     the log-scale is soft-bounded, $s = B \tanh(\tilde s / B)$, which keeps the
     Jacobian well conditioned (Dinh et al. use a scaled tanh for the same reason).
@@ -48,7 +49,7 @@ class AffineCoupling(AbstractBijection):
         *,
         width: int = 64,
         depth: int = 2,
-        activation: Callable = jax.nn.gelu,
+        activation: Callable = jax.nn.relu,
         log_scale_bound: float = 5.0,
         dtype=None,
         key: Key,
@@ -64,7 +65,9 @@ class AffineCoupling(AbstractBijection):
         if not log_scale_bound > 0:
             raise ValueError(f"`log_scale_bound` must be positive, got {log_scale_bound}.")
         dim = m.size
-        mlp = eqx.nn.MLP(dim, 2 * dim, width, depth, activation=activation, key=key, dtype=dtype)
+        n_cond = int(m.sum())
+        n_out = 2 * (dim - n_cond)
+        mlp = eqx.nn.MLP(n_cond, n_out, width, depth, activation=activation, key=key, dtype=dtype)
         last = mlp.layers[-1]
         mlp = eqx.tree_at(
             lambda n: (n.layers[-1].weight, n.layers[-1].bias),
@@ -76,21 +79,25 @@ class AffineCoupling(AbstractBijection):
         self.log_scale_bound = float(log_scale_bound)
         self.shape = (dim,)
 
+    def _split(self):
+        # Static index sets: the conditioner sees only the conditioning entries (no
+        # wasted inputs or outputs, unlike multiplying by the mask).
+        m = np.asarray(self.mask)
+        return np.flatnonzero(m), np.flatnonzero(~m)
+
     def _scale_shift(self, x):
-        b = jnp.asarray(self.mask, x.dtype)
-        out = self.conditioner(b * x)
-        raw_s, t = jnp.split(out, 2)
+        cond, trans = self._split()
+        raw_s, t = jnp.split(self.conditioner(x[cond]), 2)
         bound = self.log_scale_bound
-        s = bound * jnp.tanh(raw_s / bound)
-        return b, (1 - b) * s, (1 - b) * t
+        return trans, bound * jnp.tanh(raw_s / bound), t
 
     def _transform_and_log_det(self, x, key):
-        b, s, t = self._scale_shift(x)
-        return b * x + (1 - b) * (x * jnp.exp(s) + t), jnp.sum(s)
+        trans, s, t = self._scale_shift(x)
+        return x.at[trans].set(x[trans] * jnp.exp(s) + t), jnp.sum(s)
 
     def _inverse_and_log_det(self, y, key):
-        b, s, t = self._scale_shift(y)
-        return b * y + (1 - b) * (y - t) * jnp.exp(-s), -jnp.sum(s)
+        trans, s, t = self._scale_shift(y)
+        return y.at[trans].set((y[trans] - t) * jnp.exp(-s)), -jnp.sum(s)
 
 
 class RealNVP(AbstractBijection):
