@@ -15,11 +15,12 @@ class AffineCoupling(AbstractBijection):
 
     From "Density estimation using Real NVP".
 
-    With a binary mask $b$, $y = b \odot x + (1 - b) \odot (x \odot e^{s(b \odot x)} +
-    t(b \odot x))$ (computed on the index sets of $b$, so the conditioner maps the
-    conditioning entries to a scale and shift of the transformed ones only) and $\log|\det| = \sum_j (1 - b_j)\,s_j(b \odot x)$ (eq. 6). The
-    conditioner is an MLP whose output $(s, t)$ starts at zero (the identity map), and
-    the log-scale is soft-bounded, $s = B \tanh(\tilde s / B)$, which keeps the
+    With a binary mask $b$,
+    $y = b \odot x + (1 - b) \odot (x \odot e^{s(b \odot x)} + t(b \odot x))$ and
+    $\log|\det| = \sum_j (1 - b_j)\,s_j(b \odot x)$ (eq. 6). It is computed on the index
+    sets of $b$: the conditioner maps the conditioning entries to a scale and shift of the
+    transformed ones only. The conditioner's output starts at zero (the identity map),
+    and the log-scale is soft-bounded, $s = B \tanh(\tilde s / B)$, which keeps the
     Jacobian well conditioned (Dinh et al. use a scaled tanh for the same reason).
 
     Args:

@@ -27,6 +27,7 @@ from jaxtyping import Array, Float, Int
 from .. import _checks
 from .._custom_types import Key, ScalarLike
 from ..sde import AbstractSDE, Prediction, probability_flow_term
+from ._sample import evals_per_step
 
 TRACES: tuple[str, ...] = ("exact", "hutchinson")
 PROBES: tuple[str, ...] = ("rademacher", "gaussian")
@@ -227,8 +228,6 @@ def solve_augmented(
     Raises:
         ValueError: on bad options, or `"hutchinson"` without a `key`.
     """
-    from ._sample import evals_per_step
-
     check_trace(trace, probe, num_probes)
     _check_batch(z0, "x")
     z0 = check_finite(z0, "x")
