@@ -32,7 +32,10 @@ class FFJORD(eqx.Module):
         trace: `"exact"` or `"hutchinson"`.
         num_probes: Hutchinson probes.
         solver: diffrax ODE solver (default `Tsit5`).
-        rtol: relative tolerance.
+        rtol: relative tolerance. Train at about 1e-5 (Grathwohl et al.): at loose
+            tolerances the network can learn to exploit the solver's error, so the
+            training loss drops below the data's entropy while the likelihood evaluated
+            at a tight tolerance is poor.
         atol: absolute tolerance.
         adjoint: diffrax adjoint for the gradients.
         kinetic_weight: $\lambda_K \ge 0$.
