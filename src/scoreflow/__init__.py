@@ -1,6 +1,9 @@
 """scoreflow: deep generative models as continuous-time dynamics solved by diffrax."""
 
 from . import analytic as analytic
+from . import bijections as bijections
+from . import models as models
+from . import nn as nn
 from . import sde as sde
 from . import solve as solve
 from .analytic import Gaussian as Gaussian

@@ -2,6 +2,9 @@
 
 from ._annealed import annealed_langevin as annealed_langevin
 from ._annealed import ladder_times as ladder_times
+from ._bits_per_dim import BitsPerDimResult as BitsPerDimResult
+from ._bits_per_dim import bits_per_dim as bits_per_dim
+from ._bits_per_dim import uniform_dequantiser as uniform_dequantiser
 from ._brownian import GridBrownianPath as GridBrownianPath
 from ._grids import AbstractGrid as AbstractGrid
 from ._grids import CustomGrid as CustomGrid
@@ -13,6 +16,12 @@ from ._langevin import LangevinResult as LangevinResult
 from ._langevin import mala as mala
 from ._langevin import ula as ula
 from ._langevin import underdamped_langevin as underdamped_langevin
+from ._likelihood import AugmentedDynamics as AugmentedDynamics
+from ._likelihood import AugmentedState as AugmentedState
+from ._likelihood import FlowSolution as FlowSolution
+from ._likelihood import LikelihoodResult as LikelihoodResult
+from ._likelihood import log_likelihood as log_likelihood
+from ._likelihood import solve_augmented as solve_augmented
 from ._predictor_corrector import LangevinCorrector as LangevinCorrector
 from ._predictor_corrector import PredictorCorrector as PredictorCorrector
 from ._predictor_corrector import solve_predictor_corrector as solve_predictor_corrector
