@@ -247,7 +247,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer samples and NFEs")
     ap.add_argument("--out", default=str(HERE / "solver_accuracy"))
+    ap.add_argument("--replot", action="store_true", help="tables and plot from the CSV")
     args = ap.parse_args()
+    if args.replot:
+        import csv
+
+        with open(args.out + ".csv") as f:
+            rd = csv.reader(f)
+            next(rd)
+            rows = [(r[0], r[1], r[2], int(r[3]), int(r[4]), *map(float, r[5:])) for r in rd]
+        write(rows, args.out, sorted({r[3] for r in rows}))
+        return
     n_samples = 512 if args.quick else 4096
     nfes = [10, 20, 50] if args.quick else NFES
     import diffusers  # noqa: F401  (before k-diffusion's stubs, which it probes for)
@@ -359,12 +369,14 @@ def write(rows, out, nfes):
         wr.writerow(cols)
         wr.writerows(rows)
     fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
+    all_names = sorted({r[2] for r in rows})
+    colour = {nm: plt.get_cmap("tab20")(i % 20) for i, nm in enumerate(all_names)}
     for ax, (c, s) in zip(axes, [("A", "edm"), ("B", "edm"), ("A", "vp"), ("B", "vp")]):
         names = sorted({r[2] for r in rows if r[0] == c and r[1] == s})
         for nm in names:
             pts = sorted((r[4], r[5]) for r in rows if r[0] == c and r[1] == s and r[2] == nm)
             style = "-o" if nm.startswith("scoreflow") else "--x"
-            ax.loglog(*zip(*pts), style, label=nm, ms=4)
+            ax.loglog(*zip(*pts), style, label=nm, ms=4, color=colour[nm])
         ax.set(title=f"case {c}, {s.upper()} SDE", xlabel="NFE", ylabel="RMS error")
         ax.grid(True, which="both", alpha=0.3)
     axes[1].legend(fontsize=7)
