@@ -118,6 +118,7 @@ def test_exponential_weights_integrate_polynomials_exactly():
     assert_allclose(float(jnp.sum(w)), alpha_s * -np.expm1(-h), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_nfe_is_counted_and_final_denoise_is_free_for_pc(getkey):
     sde = sf.EDMSDE()
     noisy = case_a().noised(sde)
@@ -201,6 +202,9 @@ def test_float32_solves_stay_finite(sde_name, solver, getkey):
         grid=S.KarrasGrid(30),
     )
     assert res.samples.dtype == jnp.float32
+    ev, at_init = solver.evals_per_step
+    free = isinstance(solver, ExponentialAdamsPC)
+    assert int(res.nfe) == 30 * ev + at_init + (0 if free else 1)
     assert bool(jnp.all(jnp.isfinite(res.samples)))
     assert float(jnp.max(jnp.abs(res.samples))) < 10.0
 

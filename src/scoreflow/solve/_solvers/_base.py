@@ -110,6 +110,9 @@ class AbstractDiffusionSolver(dfx.AbstractSolver):
     noise term's `contr(t0, t1)` supplies the Brownian increment the solver draws its
     Gaussian noise from (see `standard_normal`). `is_stochastic` tells them apart.
 
+    Stochastic solvers are marked `diffrax.AbstractItoSolver`: the reverse SDE has
+    additive noise, so its Itô and Stratonovich solutions coincide.
+
     Subclasses set `evals_per_step = (per step, once at init)`, the network
     evaluations they make, which `scoreflow.solve.evals_per_step` reads.
     """

@@ -37,7 +37,7 @@ def ddim_update(sde, t0, t1, y0, x0, eta, z):
     return a1 * x0 + jnp.sqrt(jnp.maximum(s1**2 - c2, 0.0)) * eps + jnp.sqrt(c2) * z
 
 
-class DDIM(AbstractDiffusionSolver):
+class DDIM(AbstractDiffusionSolver, dfx.AbstractItoSolver):
     r"""DDIM (Song, Meng & Ermon 2021, arXiv:2010.02502), for any scoreflow SDE.
 
     With `eta=0` (default) a deterministic solver of the probability-flow ODE: the
@@ -94,7 +94,7 @@ class DDIM(AbstractDiffusionSolver):
         return terms.vf(t0, y0, args)
 
 
-class DDPMAncestral(AbstractDiffusionSolver):
+class DDPMAncestral(AbstractDiffusionSolver, dfx.AbstractItoSolver):
     r"""DDPM ancestral sampling (Ho et al. 2020, arXiv:2006.11239, Algorithm 2).
 
     Each step draws $x_s \sim q(x_s \mid x_t, x_0 = \hat x_0(t, x_t))$, the Gaussian

@@ -6,7 +6,7 @@ from ... import _checks
 from ._base import AbstractDiffusionSolver, DenoiserTerm, schedule, standard_normal, unwrap
 
 
-class EDMHeun(AbstractDiffusionSolver):
+class EDMHeun(AbstractDiffusionSolver, dfx.AbstractItoSolver):
     r"""EDM's second-order Heun sampler with optional churn (Karras et al. 2022).
 
     Karras et al., arXiv:2206.00364, Algorithm 2, written for any scoreflow SDE in the
