@@ -1,6 +1,7 @@
 """scoreflow: deep generative models as continuous-time dynamics solved by diffrax."""
 
 from . import analytic as analytic
+from . import bijections as bijections
 from . import data as data
 from . import losses as losses
 from . import models as models

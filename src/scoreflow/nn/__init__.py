@@ -1,5 +1,7 @@
-"""Architectures: time embeddings, a time-conditioned MLP, a small U-Net, EDM preconditioning."""
+"""Architectures: time-conditioned networks for score models and flows."""
 
+from ._concat_squash import ConcatSquashLinear as ConcatSquashLinear
+from ._concat_squash import ConcatSquashMLP as ConcatSquashMLP
 from ._conditioning import LogNoiseLevel as LogNoiseLevel
 from ._conditioning import ScaledScore as ScaledScore
 from ._edm import EDMPrecond as EDMPrecond

@@ -2,6 +2,9 @@
 
 from ._annealed import annealed_langevin as annealed_langevin
 from ._annealed import ladder_times as ladder_times
+from ._bits_per_dim import BitsPerDimResult as BitsPerDimResult
+from ._bits_per_dim import bits_per_dim as bits_per_dim
+from ._bits_per_dim import uniform_dequantiser as uniform_dequantiser
 from ._brownian import GridBrownianPath as GridBrownianPath
 from ._grids import AbstractGrid as AbstractGrid
 from ._grids import CustomGrid as CustomGrid
@@ -13,6 +16,12 @@ from ._langevin import LangevinResult as LangevinResult
 from ._langevin import mala as mala
 from ._langevin import ula as ula
 from ._langevin import underdamped_langevin as underdamped_langevin
+from ._likelihood import AugmentedDynamics as AugmentedDynamics
+from ._likelihood import AugmentedState as AugmentedState
+from ._likelihood import FlowSolution as FlowSolution
+from ._likelihood import LikelihoodResult as LikelihoodResult
+from ._likelihood import log_likelihood as log_likelihood
+from ._likelihood import solve_augmented as solve_augmented
 from ._predictor_corrector import LangevinCorrector as LangevinCorrector
 from ._predictor_corrector import PredictorCorrector as PredictorCorrector
 from ._predictor_corrector import solve_predictor_corrector as solve_predictor_corrector
@@ -21,3 +30,12 @@ from ._sample import evals_per_step as evals_per_step
 from ._sample import sample as sample
 from ._sample import solve_probability_flow as solve_probability_flow
 from ._sample import solve_reverse_sde as solve_reverse_sde
+from ._solvers import DDIM as DDIM
+from ._solvers import AbstractDiffusionSolver as AbstractDiffusionSolver
+from ._solvers import DDPMAncestral as DDPMAncestral
+from ._solvers import DenoiserTerm as DenoiserTerm
+from ._solvers import DPMSolverPP as DPMSolverPP
+from ._solvers import EDMHeun as EDMHeun
+from ._solvers import ExponentialAdamsPC as ExponentialAdamsPC
+from ._solvers import exponential_weights as exponential_weights
+from ._solvers import is_stochastic as is_stochastic

@@ -8,9 +8,16 @@ import jax.random as jr
 from jaxtyping import Array, Float, Int
 
 from .._custom_types import Key
-from ..sde import AbstractSDE, Prediction, probability_flow_term, reverse_sde_terms
+from ..sde import (
+    AbstractSDE,
+    Prediction,
+    ScalarNoiseTerm,
+    probability_flow_term,
+    reverse_sde_terms,
+)
 from ._brownian import GridBrownianPath
 from ._grids import AbstractGrid, KarrasGrid, UniformGrid
+from ._solvers import AbstractDiffusionSolver, DenoiserTerm, is_stochastic
 
 
 class SampleResult(eqx.Module):
@@ -84,22 +91,30 @@ def _stepping(sde, grid, stepsize_controller, dt0, default_grid, max_steps, dtyp
     return cast(sde.T), cast(sde.t_min), cast(dt0), stepsize_controller, max_steps, None
 
 
-def _saveat(ts_save):
+def _saveat(ts_save, solver_state=False):
     if ts_save is None:
-        return dfx.SaveAt(t1=True)
-    return dfx.SaveAt(ts=jnp.asarray(ts_save), t1=True)
+        return dfx.SaveAt(t1=True, solver_state=solver_state)
+    return dfx.SaveAt(ts=jnp.asarray(ts_save), t1=True, solver_state=solver_state)
 
 
-def _finish(sde, prediction, sol, t_end, x_shape, denoise, solver, ts_save):
+def _finish(sde, prediction, sol, t_end, x_shape, denoise, solver, ts_save, term=None):
     x = sol.ys[-1]
     num_steps = sol.stats["num_steps"]
     cost = evals_per_step(solver)
+    extra = 0
     if denoise:
-        x = _Batched(prediction.x0)(t_end, x)
+        free = None
+        if isinstance(solver, AbstractDiffusionSolver) and term is not None:
+            free = solver.last_denoised(term, sol.solver_state, t_end, x)
+        if free is None:
+            x = _Batched(prediction.x0)(t_end, x)
+            extra = 1
+        else:
+            x = free
     if cost is None:
         nfe = jnp.asarray(-1)
     else:
-        nfe = num_steps * cost[0] + cost[1] + int(denoise)
+        nfe = num_steps * cost[0] + cost[1] + extra
     trajectory = None if ts_save is None else sol.ys[:-1]
     return SampleResult(
         samples=x.reshape(x_shape),
@@ -148,7 +163,11 @@ def solve_probability_flow(
             batch axis of `x_T`.
         x_T: `(batch, *event)` initial noise.
         parameterisation: what `model` predicts (`"score"`, `"eps"`, `"x0"`, `"v"`).
-        solver: a diffrax ODE solver (default `diffrax.Heun()`).
+        solver: a diffrax ODE solver (default `diffrax.Heun()`) or a deterministic
+            scoreflow diffusion solver (`DDIM()`, `DPMSolverPP(order)`, `EDMHeun()`,
+            `ExponentialAdamsPC(order)`), which is given a `DenoiserTerm` built from the
+            model's data prediction. A solver that keeps its last denoiser output
+            (`ExponentialAdamsPC`) finishes the final denoise without another call.
         grid: fixed time grid (default `KarrasGrid(32)` when no
             `stepsize_controller` is given).
         stepsize_controller: an adaptive controller, e.g.
@@ -169,7 +188,16 @@ def solve_probability_flow(
     t0, t1, dt0, controller, max_steps, _ = _stepping(
         sde, grid, stepsize_controller, dt0, KarrasGrid(32), max_steps, x_T.dtype
     )
-    term = probability_flow_term(sde, _Batched(prediction.score))
+    ours = isinstance(solver, AbstractDiffusionSolver)
+    if ours:
+        if is_stochastic(solver):
+            raise ValueError(
+                f"`solver` {type(solver).__name__} with noise samples the reverse SDE; "
+                "use `solve_reverse_sde` (or `sample(..., method='sde')`)."
+            )
+        term = DenoiserTerm(sde, _Batched(prediction.x0))
+    else:
+        term = probability_flow_term(sde, _Batched(prediction.score))
     sol = dfx.diffeqsolve(
         term,
         solver,
@@ -180,10 +208,12 @@ def solve_probability_flow(
         stepsize_controller=controller,
         max_steps=max_steps,
         adjoint=adjoint,
-        saveat=_saveat(ts_save),
+        saveat=_saveat(ts_save, solver_state=ours),
         throw=throw,
     )
-    return _finish(sde, prediction, sol, t1, x_T.shape, denoise, solver, ts_save)
+    return _finish(
+        sde, prediction, sol, t1, x_T.shape, denoise, solver, ts_save, term if ours else None
+    )
 
 
 @eqx.filter_jit
@@ -216,7 +246,9 @@ def solve_reverse_sde(
         model: network on one example, `(t, x) -> array`.
         x_T: `(batch, *event)` initial noise.
         parameterisation: what `model` predicts.
-        solver: a diffrax SDE solver (default `diffrax.Euler()`: Euler–Maruyama).
+        solver: a diffrax SDE solver (default `diffrax.Euler()`: Euler–Maruyama) or a
+            stochastic scoreflow diffusion solver (`DDPMAncestral()`, `DDIM(eta)`,
+            `EDMHeun(churn)`), given `MultiTerm(DenoiserTerm, noise term)`.
         grid: fixed time grid (default `UniformGrid(1000)`).
         stepsize_controller: adaptive controller; excludes `grid`.
         dt0: first step of an adaptive solve.
@@ -250,7 +282,18 @@ def solve_reverse_sde(
             key=key,
             levy_area=levy,
         )
-    terms = reverse_sde_terms(sde, _Batched(prediction.score), path)
+    if isinstance(solver, AbstractDiffusionSolver):
+        if not is_stochastic(solver):
+            raise ValueError(
+                f"`solver` {type(solver).__name__} is deterministic (probability-flow ODE); "
+                "use `solve_probability_flow`, or a stochastic solver such as "
+                "`DDPMAncestral()` or `DDIM(eta=1.0)`."
+            )
+        terms = dfx.MultiTerm(
+            DenoiserTerm(sde, _Batched(prediction.x0)), ScalarNoiseTerm(sde.diffusion, path)
+        )
+    else:
+        terms = reverse_sde_terms(sde, _Batched(prediction.score), path)
     sol = dfx.diffeqsolve(
         terms,
         solver,

@@ -1,0 +1,246 @@
+"""Trained 2-d flows: RealNVP, FFJORD and flowjax's affine coupling flow.
+
+Data: case A's 8-Gaussian mixture (exact density known) and two moons. Every model
+trains by maximum likelihood with Adam on standardised data, through one jitted loop
+(`scoreflow.models.fit_maximum_likelihood`), so RealNVP and flowjax's
+`coupling_flow` (affine transformer) see equal steps, batch and learning rate, at
+(near) equal parameter count. Reports test NLL (nats, original data space), KL(data ||
+model) against the exact mixture density (Monte Carlo over exact samples), training
+steps/s and their ratio, and writes one PNG per model and data set.
+
+    PYTHONPATH=src python benchmarks/flows_2d.py [--fast]
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import matplotlib
+import numpy as np
+import optax
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import paramax  # noqa: E402
+from flowjax.bijections import Affine as FJAffine  # noqa: E402
+from flowjax.distributions import Normal  # noqa: E402
+from flowjax.flows import coupling_flow  # noqa: E402
+from sklearn.datasets import make_moons  # noqa: E402
+
+import scoreflow as sf  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from helpers import case_a  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class FlowjaxModel(eqx.Module):
+    """flowjax distribution behind the `loss(x, *, key)` interface."""
+
+    dist: eqx.Module
+
+    def log_prob(self, x):
+        return paramax.unwrap(self.dist).log_prob(x)
+
+    def loss(self, x, *, key=None):
+        return -jnp.mean(self.log_prob(x))
+
+    def sample(self, shape, *, key):
+        return paramax.unwrap(self.dist).sample(key, shape[:-1])
+
+
+def num_params(model):
+    leaves = jax.tree.leaves(model)
+    return sum(
+        int(np.prod(a.shape))
+        for a in leaves
+        if hasattr(a, "shape") and hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.inexact)
+    )
+
+
+def flowjax_flow(key, width):
+    return FlowjaxModel(
+        coupling_flow(
+            key,
+            base_dist=Normal(jnp.zeros(2)),
+            transformer=FJAffine(),
+            flow_layers=8,
+            nn_width=width,
+            nn_depth=2,
+        )
+    )
+
+
+def datasets(n_train, n_test):
+    mix = case_a(jnp.float32)
+    out = {
+        "mixture": (
+            mix.sample(n_train, key=jr.key(10)),
+            mix.sample(n_test, key=jr.key(11)),
+            mix,
+        )
+    }
+    xm, _ = make_moons(n_train + n_test, noise=0.05, random_state=0)
+    xm = jnp.asarray(xm, jnp.float32)
+    out["moons"] = (xm[:n_train], xm[n_train:], None)
+    return out
+
+
+def train(model, data, steps, batch, lr, key):
+    opt = optax.adam(optax.cosine_decay_schedule(lr, steps, 0.05))
+    chunk = min(100, steps)
+    # Compile once on a throwaway chunk, then time the real run.
+    t0 = time.perf_counter()
+    sf.models.fit_maximum_likelihood(
+        model,
+        data,
+        optimizer=opt,
+        num_steps=chunk,
+        batch_size=batch,
+        steps_per_call=chunk,
+        key=key,
+    )
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model, losses = sf.models.fit_maximum_likelihood(
+        model,
+        data,
+        optimizer=opt,
+        num_steps=steps,
+        batch_size=batch,
+        steps_per_call=chunk,
+        key=key,
+    )
+    jax.block_until_ready(losses)
+    run_s = time.perf_counter() - t0
+    return model, losses, compile_s, steps / run_s
+
+
+def plot(name, data, samples, logp_fn, lo, hi, path):
+    g = np.linspace(lo, hi, 150)
+    gx, gy = np.meshgrid(g, g)
+    grid = jnp.asarray(np.stack([gx.ravel(), gy.ravel()], -1), jnp.float32)
+    dens = np.exp(np.asarray(logp_fn(grid))).reshape(gx.shape)
+    fig, ax = plt.subplots(1, 3, figsize=(12, 4))
+    ax[0].scatter(*np.asarray(data[:3000]).T, s=1)
+    ax[0].set_title("data")
+    ax[1].scatter(*np.asarray(samples[:3000]).T, s=1, color="C1")
+    ax[1].set_title(f"{name} samples")
+    ax[2].imshow(dens, origin="lower", extent=(lo, hi, lo, hi), cmap="viridis")
+    ax[2].set_title(f"{name} density")
+    for a in ax[:2]:
+        a.set_xlim(lo, hi)
+        a.set_ylim(lo, hi)
+    for a in ax:
+        a.set_aspect("equal")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(fast):
+    n_train, n_test = (4096, 4096) if fast else (20000, 20000)
+    steps_cpl = 500 if fast else 5000
+    steps_ffjord = 100 if fast else 1000
+    batch = 256
+    results = []
+    for dname, (train_x, test_x, mix) in datasets(n_train, n_test).items():
+        loc = jnp.mean(train_x, 0)
+        scale = jnp.std(train_x, 0)
+        std = lambda x: (x - loc[None, :]) / scale[None, :]
+        log_jac = -jnp.sum(jnp.log(scale))
+        key = jr.key(0)
+        ours = sf.models.RealNVP(2, num_layers=8, width=64, depth=2, dtype=jnp.float32, key=key)
+        target = num_params(ours)
+        # Shapes only (no eager initialisation) to match the parameter count.
+        width = min(
+            range(8, 256),
+            key=lambda w: abs(num_params(eqx.filter_eval_shape(flowjax_flow, key, w)) - target),
+        )
+        theirs = flowjax_flow(key, width)
+        ffjord = sf.models.FFJORD(
+            2,
+            width=64,
+            depth=3,
+            trace="exact",
+            rtol=1e-3,
+            atol=1e-3,
+            kinetic_weight=0.01,
+            frobenius_weight=0.01,
+            dtype=jnp.float32,
+            key=key,
+        )
+        models = {
+            "RealNVP (scoreflow)": (ours, steps_cpl, 1e-3),
+            "affine coupling (flowjax)": (theirs, steps_cpl, 1e-3),
+            "FFJORD (scoreflow)": (ffjord, steps_ffjord, 3e-3),
+        }
+        rates = {}
+        for mname, (model, steps, lr) in models.items():
+            model, losses, compile_s, rate = train(model, std(train_x), steps, batch, lr, jr.key(1))
+            rates[mname] = rate
+            if isinstance(model, sf.models.FFJORD):
+                # Evaluate at a tight tolerance: the training tolerance is loose for speed.
+                tight = dataclasses.replace(model.cnf, rtol=1e-6, atol=1e-6)
+                model = eqx.tree_at(lambda m: m.cnf, model, tight)
+            logp = eqx.filter_jit(lambda m, x: m.log_prob(x))
+            logp_x = lambda x, model=model: logp(model, std(x)) + log_jac
+            nll = -float(jnp.mean(jnp.concatenate([logp_x(c) for c in jnp.split(test_x, 8)])))
+            kl = float("nan")
+            if mix is not None:
+                kl = float(jnp.mean(mix.log_prob(test_x))) + nll
+            samples = eqx.filter_jit(lambda m, k: m.sample((4000, 2), key=k))(model, jr.key(2))
+            samples = samples * scale[None, :] + loc[None, :]
+            lo, hi = (-7.0, 7.0) if dname == "mixture" else (-1.8, 2.8)
+            tag = mname.split(" ")[0].lower()
+            if "flowjax" in mname:
+                tag = "flowjax"
+            plot(
+                mname,
+                train_x,
+                samples,
+                logp_x,
+                lo,
+                hi,
+                os.path.join(HERE, f"flows_2d_{tag}_{dname}.png"),
+            )
+            row = dict(
+                data=dname,
+                model=mname,
+                params=num_params(model),
+                steps=steps,
+                batch=batch,
+                test_nll=round(nll, 4),
+                kl=round(kl, 4),
+                steps_per_s=round(rate, 1),
+                compile_s=round(compile_s, 1),
+                final_loss=round(float(jnp.mean(losses[-100:])), 4),
+            )
+            results.append(row)
+            print(row, flush=True)
+        print(
+            f"{dname}: RealNVP/flowjax steps/s ratio = "
+            f"{rates['RealNVP (scoreflow)'] / rates['affine coupling (flowjax)']:.2f}",
+            flush=True,
+        )
+    if results:
+        print("| data | model | params | steps | test NLL | KL(data‖model) | steps/s | compile s |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in results:
+            print(
+                f"| {r['data']} | {r['model']} | {r['params']} | {r['steps']} | {r['test_nll']} | "
+                f"{r['kl']} | {r['steps_per_s']} | {r['compile_s']} |"
+            )
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--fast", action="store_true")
+    main(p.parse_args().fast)

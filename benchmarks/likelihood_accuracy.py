@@ -1,0 +1,148 @@
+"""Probability-flow log-likelihood accuracy against the exact mixture density.
+
+Exact score and exact p_T prior (`mixture.noised(sde)`), so every error is the
+solver's (and the trace estimator's). Sweeps rtol (= atol) for the exact trace and
+Hutchinson with K = 1, 4, 16 Rademacher probes, in float32 and float64, on case A
+(2-d, 8 Gaussians) and case B (16-d, 5 Gaussians) of SOLVER_ACCURACY.md under the VP
+SDE (t_min = 1e-5). Error = mean over 64 points of |log p - log p_{t_min}| / dim.
+
+    PYTHONPATH=src python benchmarks/likelihood_accuracy.py [--fast]
+"""
+
+import argparse
+import csv
+import os
+import sys
+import time
+
+import diffrax as dfx
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import jax.random as jr  # noqa: E402
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+import scoreflow as sf  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from helpers import case_a, case_b  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run(fast: bool):
+    sde = sf.VPSDE(t_min=1e-5)
+    rtols = [1e-3, 1e-4, 1e-5, 1e-6] if fast else [1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 1e-6, 1e-7, 1e-8]
+    traces = [("exact", 1), ("hutchinson", 1), ("hutchinson", 4), ("hutchinson", 16)]
+    rows = []
+    for case_name, make in (("A", case_a), ("B", case_b)):
+        for dtype in (jnp.float32, jnp.float64):
+            mixture = make(dtype)
+            noisy = mixture.noised(sde)
+            x = mixture.sample(64, key=jr.key(0))
+            ref = noisy.log_prob(jnp.asarray(sde.t_min, dtype), x)
+            dim = mixture.dim
+            prior = lambda z, noisy=noisy, dtype=dtype: noisy.log_prob(jnp.asarray(sde.T, dtype), z)
+            for trace, k in traces:
+                compile_s = None
+                for rtol in rtols:
+                    tol = jnp.asarray(rtol, dtype)
+                    kw = dict(
+                        prior_log_prob=prior,
+                        rtol=tol,
+                        atol=tol,
+                        trace=trace,
+                        num_probes=k,
+                        key=jr.key(1),
+                        max_steps=16384,
+                        throw=False,
+                    )
+                    t0 = time.perf_counter()
+                    res = sf.solve.log_likelihood(sde, noisy.score, x, **kw)
+                    jax.block_until_ready(res.log_prob)
+                    first = time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    res = sf.solve.log_likelihood(sde, noisy.score, x, **kw)
+                    jax.block_until_ready(res.log_prob)
+                    run_s = time.perf_counter() - t0
+                    if compile_s is None:
+                        compile_s = first - run_s
+                    err = float(jnp.mean(jnp.abs(res.log_prob - ref))) / dim
+                    se = float(jnp.mean(res.std_error)) / dim if k > 1 else float("nan")
+                    row = dict(
+                        case=case_name,
+                        dtype=jnp.dtype(dtype).name,
+                        trace=trace if trace == "exact" else f"hutchinson-K{k}",
+                        rtol=rtol,
+                        nfe=int(res.nfe),
+                        err_per_dim=err,
+                        std_error_per_dim=se,
+                        ok=bool(res.result == dfx.RESULTS.successful),
+                        compile_s=round(compile_s, 2),
+                        run_s=round(run_s, 4),
+                    )
+                    rows.append(row)
+                    print(row, flush=True)
+    return rows
+
+
+def write(rows, path_csv, path_png):
+    with open(path_csv, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharey=True)
+    for i, case in enumerate(("A", "B")):
+        for j, dtype in enumerate(("float32", "float64")):
+            ax = axes[i, j]
+            for trace in sorted({r["trace"] for r in rows}):
+                sel = [
+                    r for r in rows if (r["case"], r["dtype"], r["trace"]) == (case, dtype, trace)
+                ]
+                ax.loglog(
+                    [r["nfe"] for r in sel], [r["err_per_dim"] for r in sel], "o-", label=trace
+                )
+            ax.axhline(1e-4 if dtype == "float64" else 1e-3, color="k", ls=":", lw=1)
+            ax.axvline(100, color="k", ls=":", lw=1)
+            ax.set_title(f"case {case}, {dtype}")
+            ax.set_xlabel("NFE")
+            ax.set_ylabel("|error| (nats/dim)")
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path_png, dpi=110)
+
+
+def summary(rows):
+    lines = [
+        "| case | dtype | trace | best err/dim at NFE ≤ 100 | (rtol, NFE) | compile s |",
+        "|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(r["case"], r["dtype"], r["trace"]) for r in rows})
+    for case, dtype, trace in keys:
+        sel = [r for r in rows if (r["case"], r["dtype"], r["trace"]) == (case, dtype, trace)]
+        cheap = [r for r in sel if r["nfe"] <= 100 and r["ok"]]
+        if cheap:
+            best = min(cheap, key=lambda r: r["err_per_dim"])
+            cell = f"{best['err_per_dim']:.2e} | ({best['rtol']:g}, {best['nfe']})"
+        else:
+            cell = "— | (no run ≤ 100 NFE)"
+        lines.append(f"| {case} | {dtype} | {trace} | {cell} | {sel[0]['compile_s']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--fast", action="store_true")
+    args = p.parse_args()
+    rows = run(args.fast)
+    write(
+        rows,
+        os.path.join(HERE, "likelihood_accuracy.csv"),
+        os.path.join(HERE, "likelihood_accuracy.png"),
+    )
+    print(summary(rows))

@@ -1,0 +1,227 @@
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from scipy.integrate import quad
+
+import scoreflow as sf
+from scoreflow.solve import (
+    DDIM,
+    DDPMAncestral,
+    DenoiserTerm,
+    DPMSolverPP,
+    EDMHeun,
+    ExponentialAdamsPC,
+)
+
+from .helpers import SDES, case_a
+from .test_sample import _check_reproduces_mixture
+
+S = sf.solve
+
+
+@eqx.filter_jit
+def _init(solver, term, t0, t1, x):
+    return solver.init(term, t0, t1, x, None)
+
+
+@eqx.filter_jit
+def _step(solver, term, t0, t1, x, state):
+    return solver.step(term, t0, t1, x, None, state, False)[::3]
+
+
+def _run_steps(solver, sde, denoise, x, ts):
+    """Step a deterministic solver along `ts` (one compilation per solver, any length)."""
+    term = DenoiserTerm(sde, denoise)
+    state = _init(solver, term, ts[0], ts[1], x)
+    for t0, t1 in zip(ts[:-1], ts[1:]):
+        x, state = _step(solver, term, t0, t1, x, state)
+    return x
+
+
+ORDERS = [
+    (DDIM(), 1),
+    (DPMSolverPP(1), 1),
+    (DPMSolverPP(2), 2),
+    (DPMSolverPP(3), 3),
+    (EDMHeun(), 2),
+    (ExponentialAdamsPC(1), 2),
+    (ExponentialAdamsPC(2), 3),
+    (ExponentialAdamsPC(3), 4),
+]
+
+
+@pytest.mark.parametrize("sde_name", ["vp", pytest.param("edm", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("solver,order", ORDERS, ids=lambda v: repr(v))
+def test_solver_reaches_its_order(solver, order, sde_name):
+    # Richardson estimate on the exact mixture: with N, 2N, 4N log-SNR-uniform steps,
+    # |x_N - x_2N| / |x_2N - x_4N| -> 2^p (float64; no reference solve needed).
+    sde = SDES[sde_name]()
+    mix = case_a(weights=[0.3, 0.05, 0.1, 0.05, 0.2, 0.1, 0.1, 0.1])
+    noisy = mix.noised(sde)
+    x = sde.prior_sample((16, 2), key=jax.random.key(0))
+    # From the noise end (where a multistep method's lower-order warm start costs
+    # nothing: x0_hat is nearly constant there) to log-SNR 2.
+    lam0, lam1 = float(sde.log_snr(sde.T)), 2.0
+    outs = []
+    for n in (24, 48, 96):
+        ts = sde.t_from_log_snr(jnp.linspace(lam0, lam1, n + 1))
+        outs.append(_run_steps(solver, sde, noisy.denoise, x, ts))
+    e1 = float(jnp.sqrt(jnp.mean((outs[0] - outs[1]) ** 2)))
+    e2 = float(jnp.sqrt(jnp.mean((outs[1] - outs[2]) ** 2)))
+    slope = np.log2(e1 / e2)
+    assert abs(slope - order) < 0.35, (slope, order, e1, e2)
+
+
+@pytest.mark.parametrize("sde_name", SDES)
+def test_ddim_step_is_first_order_exponential_integrator(sde_name):
+    sde = SDES[sde_name]()
+    noisy = case_a().noised(sde)
+    t0 = 0.3 * sde.T + 0.7 * sde.t_min
+    t1 = 0.2 * sde.T + 0.8 * sde.t_min
+    x = sf.GaussianMixture(jnp.array([1.0]), jnp.zeros((1, 2)), jnp.ones((1, 2))).sample(
+        5, key=jax.random.key(1)
+    )
+    x = x * sde.marginal(t0)[1] * 2.0
+    got = _run_steps(DDIM(), sde, noisy.denoise, x, jnp.stack([t0, t1]))
+    d = np.asarray(noisy.denoise(t0, x))
+    a0, s0 = (float(v) for v in sde.marginal(t0))
+    a1, s1 = (float(v) for v in sde.marginal(t1))
+    # DDIM, Song et al. 2021 eq. 12 (eta = 0): x1 = a1 x0_hat + s1 eps_hat.
+    eps = (np.asarray(x) - a0 * d) / s0
+    assert_allclose(got, a1 * d + s1 * eps, rtol=1e-10, atol=1e-12)
+    # The exponential integrator with x0_hat frozen: x1 = (s1/s0) x + s1 int e^lam d lam x0_hat,
+    # the integral done numerically.
+    l0, l1 = float(sde.log_snr(t0)), float(sde.log_snr(t1))
+    integral, _ = quad(np.exp, l0, l1, epsabs=1e-14, epsrel=1e-13)
+    assert_allclose(got, (s1 / s0) * np.asarray(x) + s1 * integral * d, rtol=1e-9, atol=1e-12)
+
+
+def test_exponential_weights_integrate_polynomials_exactly():
+    # sigma_s int e^lam P(lam) dlam for P a cubic, against scipy quadrature.
+    nodes = jnp.array([0.3, -0.1, -0.6, -1.2])
+    coef = np.array([0.7, -1.3, 0.4, 0.25])
+    P = lambda lam: np.polyval(coef, lam)
+    lt, ls, alpha_s = 0.3, 1.4, 0.8
+    sigma_s = alpha_s * np.exp(-ls)
+    w = S.exponential_weights(nodes, jnp.asarray(lt), jnp.asarray(ls), jnp.asarray(alpha_s))
+    exact = sigma_s * quad(lambda lam: np.exp(lam) * P(lam), lt, ls, epsabs=1e-14)[0]
+    assert_allclose(float(jnp.sum(w * P(np.asarray(nodes)))), exact, rtol=1e-11)
+    # Tiny steps in float32: no cancellation, the weights sum to alpha_s (1 - e^{-h}).
+    h = float(np.float32(1e-6))
+    f32 = jnp.float32
+    w = S.exponential_weights(nodes.astype(f32), f32(0.0), f32(h), f32(alpha_s))
+    assert w.dtype == f32
+    assert_allclose(float(jnp.sum(w)), alpha_s * -np.expm1(-h), rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_nfe_is_counted_and_final_denoise_is_free_for_pc(getkey):
+    sde = sf.EDMSDE()
+    noisy = case_a().noised(sde)
+    x_T = sde.prior_sample((256, 2), key=getkey())
+    kw = dict(parameterisation="x0", solver=ExponentialAdamsPC(3), grid=S.KarrasGrid(39))
+    res = S.solve_probability_flow(sde, noisy.denoise, x_T, **kw)
+    raw = S.solve_probability_flow(sde, noisy.denoise, x_T, denoise=False, **kw)
+    assert int(res.nfe) == 40 and int(raw.nfe) == 40
+    # The call-free finish equals the explicit final denoise at t_min up to
+    # O(sigma_min^2 |x - x_pred|).
+    explicit = noisy.denoise(sde.t_min, raw.samples)
+    assert_allclose(res.samples, explicit, atol=1e-8)
+    assert float(jnp.max(jnp.abs(res.samples - raw.samples))) > 1e-6
+
+
+@pytest.mark.slow
+def test_adaptive_pc_reports_nfe(getkey):
+    sde = sf.VPSDE()
+    mix = case_a()
+    x_T = sde.prior_sample((256, 2), key=getkey())
+    kw = dict(parameterisation="x0", solver=ExponentialAdamsPC(3))
+    fine = S.solve_probability_flow(sde, mix.noised(sde).denoise, x_T, grid=S.LogSNRGrid(400), **kw)
+    res = S.solve_probability_flow(
+        sde,
+        mix.noised(sde).denoise,
+        x_T,
+        stepsize_controller=dfx.PIDController(rtol=1e-5, atol=1e-5),
+        **kw,
+    )
+    assert int(res.nfe) == int(res.num_steps) + 1
+    assert 10 < int(res.num_steps) < 400
+    err = float(jnp.sqrt(jnp.mean((res.samples - fine.samples) ** 2)))
+    assert err < 1e-3, err
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [DDPMAncestral(), pytest.param(EDMHeun(churn=0.3), marks=pytest.mark.slow)],
+    ids=repr,
+)
+def test_stochastic_solvers_reproduce_mixture(solver, getkey):
+    sde = sf.VPSDE()
+    mix = case_a(weights=[0.3, 0.05, 0.1, 0.05, 0.2, 0.1, 0.1, 0.1])
+    res = sf.sample(
+        sde,
+        mix.noised(sde).denoise,
+        (6000, 2),
+        method="sde",
+        key=getkey(),
+        parameterisation="x0",
+        solver=solver,
+        grid=S.LogSNRGrid(200),
+    )
+    ev = solver.evals_per_step[0]
+    assert int(res.nfe) == 200 * ev + 1
+    _check_reproduces_mixture(mix, res.samples)
+
+
+@pytest.mark.parametrize(
+    "sde_name,solver",
+    [
+        ("vp", ExponentialAdamsPC(3)),
+        pytest.param("ve", DPMSolverPP(3), marks=pytest.mark.slow),
+        pytest.param("edm", DDIM(eta=0.5), marks=pytest.mark.slow),
+    ],
+    ids=str,
+)
+def test_float32_solves_stay_finite(sde_name, solver, getkey):
+    sde = SDES[sde_name]()
+    mix = case_a(dtype=jnp.float32)
+    method = "sde" if S.is_stochastic(solver) else "ode"
+    res = sf.sample(
+        sde,
+        mix.noised(sde).denoise,
+        (512, 2),
+        method=method,
+        dtype=jnp.float32,
+        key=getkey(),
+        parameterisation="x0",
+        solver=solver,
+        grid=S.KarrasGrid(30),
+    )
+    assert res.samples.dtype == jnp.float32
+    ev, at_init = solver.evals_per_step
+    free = isinstance(solver, ExponentialAdamsPC)
+    assert int(res.nfe) == 30 * ev + at_init + (0 if free else 1)
+    assert bool(jnp.all(jnp.isfinite(res.samples)))
+    assert float(jnp.max(jnp.abs(res.samples))) < 10.0
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="`order` must be 1, 2 or 3"):
+        DPMSolverPP(4)
+    with pytest.raises(ValueError, match="`order` must be 1, 2, 3 or 4"):
+        ExponentialAdamsPC(0)
+    with pytest.raises(ValueError, match="`eta` must be a float in"):
+        DDIM(eta=1.5)
+    with pytest.raises(ValueError, match="`churn` must be a float >= 0"):
+        EDMHeun(churn=-0.1)
+    sde = sf.VPSDE()
+    score = case_a().noised(sde).score
+    x = jnp.zeros((4, 2))
+    with pytest.raises(ValueError, match="use `solve_reverse_sde`"):
+        S.solve_probability_flow(sde, score, x, solver=DDPMAncestral())
+    with pytest.raises(ValueError, match="is deterministic"):
+        S.solve_reverse_sde(sde, score, x, solver=DPMSolverPP(2), key=jax.random.key(0))
