@@ -1,6 +1,5 @@
 from collections.abc import Callable
 
-import diffrax as dfx
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
@@ -147,12 +146,13 @@ class DDPM(eqx.Module):
         dtype=None,
         key: Key,
     ) -> Float[Array, "..."]:
-        """Sample with DDPM's ancestral sampler or DDIM.
+        r"""Sample with DDPM's ancestral sampler or DDIM.
 
         Args:
             shape: `(batch, *event)`.
-            method: `"ancestral"` (Ho et al. 2020, Algorithm 2) or `"ddim"` (Song, Meng &
-                Ermon 2021, eta = 0).
+            method: `"ancestral"` (Ho et al. 2020, Algorithm 2: `scoreflow.solve.DDPMAncestral`,
+                exact on the training grid since `DiscreteVPSDE` reproduces $\bar\alpha_i$)
+                or `"ddim"` (Song, Meng & Ermon 2021, eta = 0: `scoreflow.solve.DDIM`).
             num_steps: steps, on the training steps $t_i = i/N$ (default all $N$ for
                 ancestral, 50 for DDIM, evenly strided).
             dtype: dtype of the noise.
@@ -177,8 +177,14 @@ class DDPM(eqx.Module):
 def _sample(sde, network, x_T, grid, method, key):
     if method == "ancestral":
         return solve.solve_reverse_sde(
-            sde, network, x_T, parameterisation="eps", grid=grid, solver=dfx.Euler(), key=key
+            sde,
+            network,
+            x_T,
+            parameterisation="eps",
+            grid=grid,
+            solver=solve.DDPMAncestral(),
+            key=key,
         ).samples
     return solve.solve_probability_flow(
-        sde, network, x_T, parameterisation="eps", grid=grid, solver=dfx.Euler()
+        sde, network, x_T, parameterisation="eps", grid=grid, solver=solve.DDIM()
     ).samples
