@@ -2,17 +2,24 @@
 
 from . import analytic as analytic
 from . import bijections as bijections
+from . import data as data
+from . import losses as losses
 from . import models as models
 from . import nn as nn
 from . import sde as sde
 from . import solve as solve
+from . import train as train
 from .analytic import Gaussian as Gaussian
 from .analytic import GaussianMixture as GaussianMixture
+from .models import DDPM as DDPM
+from .models import NCSN as NCSN
+from .models import ScoreSDE as ScoreSDE
 from .sde import EDMSDE as EDMSDE
 from .sde import VESDE as VESDE
 from .sde import VPSDE as VPSDE
 from .sde import Prediction as Prediction
 from .sde import SubVPSDE as SubVPSDE
 from .solve import sample as sample
+from .train import fit as fit
 
 __version__ = "0.1.0"

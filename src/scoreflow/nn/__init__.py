@@ -2,3 +2,10 @@
 
 from ._concat_squash import ConcatSquashLinear as ConcatSquashLinear
 from ._concat_squash import ConcatSquashMLP as ConcatSquashMLP
+from ._conditioning import LogNoiseLevel as LogNoiseLevel
+from ._conditioning import ScaledScore as ScaledScore
+from ._edm import EDMPrecond as EDMPrecond
+from ._embeddings import GaussianFourierEmbedding as GaussianFourierEmbedding
+from ._embeddings import SinusoidalEmbedding as SinusoidalEmbedding
+from ._mlp import TimeMLP as TimeMLP
+from ._unet import UNet as UNet

@@ -1,0 +1,281 @@
+"""Quality of trained models: ScoreSDE (VP, VE), DDPM and NCSN on case A and on 8x8 digits.
+
+Case A (8 Gaussians on a ring, exact density): KL(data || model) = E_data[log p_data -
+log p_model] with log p_model through the probability-flow likelihood (exact trace), on
+fresh test points; for every model also the sample quality with its own sampler (mean
+log p_data of the samples against that of exact samples, and the largest error in mass
+per mixture component). NCSN has no likelihood: only its samples are scored.
+Digits (scikit-learn's 8x8, fixed split): test bits/dim through the probability-flow
+likelihood with uniform dequantisation, and a grid of samples per model.
+
+    python benchmarks/train_quality.py [--ring-steps 8000] [--digits-steps 3000] [--quick]
+
+Writes benchmarks/train_quality.json and PNGs next to this file.
+"""
+
+import argparse
+import json
+import os
+import time
+
+import diffrax as dfx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+import scoreflow as sf
+from scoreflow import data, models, nn, train
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+F32 = jnp.float32
+
+
+def fit(model, x, steps, batch, lr, key):
+    t0 = time.perf_counter()
+    res = train.fit(
+        model,
+        x,
+        num_steps=steps,
+        batch_size=batch,
+        optimizer=train.default_optimizer(lr, num_steps=steps, warmup_steps=200),
+        ema_decay=0.999,
+        steps_per_chunk=250,
+        progress=False,
+        key=key,
+    )
+    return res.ema_model, time.perf_counter() - t0, float(res.losses[-200:].mean())
+
+
+def sample_quality(mix, x, key):
+    exact = mix.sample(x.shape[0], key=key)
+    comp = (
+        np.bincount(np.asarray(jnp.argmax(mix.component_log_probs(x), -1)), minlength=8)
+        / x.shape[0]
+    )
+    return {
+        "mean_log_p_samples": float(mix.log_prob(x).mean()),
+        "mean_log_p_exact": float(mix.log_prob(exact).mean()),
+        "max_mass_error": float(np.max(np.abs(comp - 1 / 8))),
+    }
+
+
+def kl(mix, log_prob_fn, x_test):
+    t0 = time.perf_counter()
+    lp = jnp.concatenate(
+        [log_prob_fn(c) for c in jnp.split(x_test, max(1, x_test.shape[0] // 500))]
+    )
+    gap = np.asarray(mix.log_prob(x_test) - lp, np.float64)
+    return {
+        "kl": float(gap.mean()),
+        "kl_se": float(gap.std(ddof=1) / np.sqrt(gap.size)),
+        "loglik_s": time.perf_counter() - t0,
+    }
+
+
+def ring(args):
+    mix = data.ring_mixture(F32)
+    x = mix.sample(50000, key=jr.key(0))
+    x_test = mix.sample(args.num_test, key=jr.key(1))
+    out, pics = {}, {}
+
+    def mlp(transform=None, log_noise=False):
+        # Conditioning on a log noise level (range ~10) wants lower Fourier frequencies.
+        scale = 1.0 if (transform is not None or log_noise) else 16.0
+        return nn.TimeMLP(
+            (2,),
+            width=args.width,
+            depth=3,
+            time_transform=transform,
+            embedding_scale=scale,
+            key=jr.key(2),
+        )
+
+    heun = dict(solver=dfx.Heun(), grid=sf.solve.KarrasGrid(64), dtype=F32)
+
+    for name, sde in (
+        ("ScoreSDE VP", sf.VPSDE(t_min=1e-5)),
+        ("ScoreSDE VE", sf.VESDE(sigma_min=0.01, sigma_max=20.0)),
+    ):
+        if name.split()[-1].lower() not in args.models:
+            continue
+        transform = None if isinstance(sde, sf.VPSDE) else nn.LogNoiseLevel(sde)
+        m = models.ScoreSDE(sde, mlp(transform), parameterisation="eps")
+        m, train_s, loss = fit(m, x, args.ring_steps, args.batch, args.lr, jr.key(3))
+        s = m.sample((args.num_samples, 2), key=jr.key(4), **heun)
+        row = {"train_s": train_s, "final_loss": loss, "sampler": "PF-ODE Heun, Karras 64 steps"}
+        row.update(kl(mix, lambda c: m.log_prob(c, rtol=1e-5, atol=1e-5), x_test))
+        row.update(sample_quality(mix, s, jr.key(5)))
+        out[name], pics[name] = row, s
+        print(name, row, flush=True)
+
+    if "ddpm" in args.models:
+        ring_ddpm(args, mix, x, x_test, mlp, out, pics)
+    if "ncsn" in args.models:
+        ring_ncsn(args, mix, x, mlp, out, pics)
+    _plot_ring(mix, pics, os.path.join(HERE, f"train_quality_ring{args.suffix}.png"))
+    return out
+
+
+def ring_ddpm(args, mix, x, x_test, mlp, out, pics):
+    ddpm = models.DDPM(mlp(), models.linear_betas(1000))
+    ddpm, train_s, loss = fit(ddpm, x, args.ring_steps, args.batch, args.lr, jr.key(3))
+    s = ddpm.sample((args.num_samples, 2), key=jr.key(4), dtype=F32)
+    as_sde = models.ScoreSDE(ddpm.sde, ddpm.network, parameterisation="eps")
+    row = {"train_s": train_s, "final_loss": loss, "sampler": "ancestral, 1000 steps"}
+    row.update(kl(mix, lambda c: as_sde.log_prob(c, rtol=1e-5, atol=1e-5), x_test))
+    row.update(sample_quality(mix, s, jr.key(5)))
+    out["DDPM"], pics["DDPM"] = row, s
+    print("DDPM", row, flush=True)
+
+
+def ring_ncsn(args, mix, x, mlp, out, pics):
+    ncsn = models.NCSN(nn.ScaledScore(mlp(log_noise=True)), models.geometric_sigmas(10.0, 0.01, 10))
+    ncsn, train_s, loss = fit(ncsn, x, args.ring_steps, args.batch, args.lr, jr.key(3))
+    s = ncsn.sample(
+        (args.num_samples, 2), steps_per_level=100, step_size=5e-5, dtype=F32, key=jr.key(4)
+    )
+    row = {
+        "train_s": train_s,
+        "final_loss": loss,
+        "sampler": "annealed Langevin, 10 x 100 steps, eps 5e-5, final denoise",
+    }
+    row.update(sample_quality(mix, s, jr.key(5)))
+    out["NCSN"], pics["NCSN"] = row, s
+    print("NCSN", row, flush=True)
+
+
+def digits(args):
+    xtr = data.digits("train", dtype=F32)
+    xte = data.digits("test", dtype=F32)[: args.num_test_digits]
+    out, grids = {}, {}
+
+    def unet(log_noise=False):
+        return nn.UNet(
+            (1, 8, 8),
+            base_channels=args.base,
+            channel_mults=(1, 2),
+            embedding_scale=1.0 if log_noise else 16.0,
+            key=jr.key(6),
+        )
+
+    def bpd(model, key):
+        deq = (xte + (jr.uniform(key, xte.shape, F32) - 0.5) * 2 / data.DIGITS_LEVELS).astype(F32)
+        t0 = time.perf_counter()
+        lp = model.log_prob(deq, rtol=1e-4, atol=1e-4, trace="hutchinson", key=key)
+        b = np.asarray(data.digits_bits_per_dim(lp))
+        return {
+            "test_bpd": float(b.mean()),
+            "bpd_se": float(b.std(ddof=1) / np.sqrt(b.size)),
+            "loglik_s": time.perf_counter() - t0,
+            "num_test": int(xte.shape[0]),
+        }
+
+    m = models.ScoreSDE(sf.VPSDE(t_min=1e-5), unet(), parameterisation="eps")
+    m, train_s, loss = fit(m, xtr, args.digits_steps, 128, 2e-3, jr.key(7))
+    row = {"train_s": train_s, "final_loss": loss}
+    row.update(bpd(m, jr.key(8)))
+    grids["ScoreSDE VP (PF-ODE)"] = m.sample(
+        (64, 1, 8, 8), key=jr.key(9), solver=dfx.Heun(), grid=sf.solve.KarrasGrid(32), dtype=F32
+    )
+    out["ScoreSDE VP"] = row
+    print("digits ScoreSDE", row, flush=True)
+
+    ddpm = models.DDPM(unet(), models.linear_betas(1000))
+    ddpm, train_s, loss = fit(ddpm, xtr, args.digits_steps, 128, 2e-3, jr.key(7))
+    row = {"train_s": train_s, "final_loss": loss}
+    row.update(bpd(models.ScoreSDE(ddpm.sde, ddpm.network, parameterisation="eps"), jr.key(8)))
+    grids["DDPM (ancestral)"] = ddpm.sample((64, 1, 8, 8), key=jr.key(9), dtype=F32)
+    out["DDPM"] = row
+    print("digits DDPM", row, flush=True)
+
+    ncsn = models.NCSN(nn.ScaledScore(unet(log_noise=True)), models.geometric_sigmas(5.0, 0.01, 10))
+    ncsn, train_s, loss = fit(ncsn, xtr, args.digits_steps, 128, 2e-3, jr.key(7))
+    grids["NCSN (annealed Langevin)"] = ncsn.sample(
+        (64, 1, 8, 8), steps_per_level=100, step_size=5e-6, dtype=F32, key=jr.key(9)
+    )
+    out["NCSN"] = {"train_s": train_s, "final_loss": loss}
+    print("digits NCSN", out["NCSN"], flush=True)
+    grids["data"] = xte[:64]
+    _plot_grids(grids, os.path.join(HERE, f"train_quality_digits{args.suffix}.png"))
+    return out
+
+
+def _plot_ring(mix, pics, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pics = {"data": mix.sample(next(iter(pics.values())).shape[0], key=jr.key(11)), **pics}
+    fig, axes = plt.subplots(1, len(pics), figsize=(3.2 * len(pics), 3.3), sharex=True, sharey=True)
+    for ax, (name, x) in zip(axes, pics.items()):
+        ax.scatter(*np.asarray(x).T, s=1, alpha=0.3)
+        ax.set_title(name, fontsize=9)
+        ax.set_aspect("equal")
+        ax.set_xlim(-6.5, 6.5)
+        ax.set_ylim(-6.5, 6.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_grids(grids, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.4))
+    for ax, (name, x) in zip(axes, grids.items()):
+        x = (
+            np.clip(np.asarray(x)[:64, 0], -1, 1)
+            .reshape(8, 8, 8, 8)
+            .transpose(0, 2, 1, 3)
+            .reshape(64, 64)
+        )
+        ax.imshow(x, cmap="gray")
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--ring-steps", type=int, default=8000)
+    p.add_argument("--digits-steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--base", type=int, default=32)
+    p.add_argument("--num-test", type=int, default=2000)
+    p.add_argument("--num-test-digits", type=int, default=128)
+    p.add_argument("--num-samples", type=int, default=4000)
+    p.add_argument("--only", choices=["ring", "digits"], default=None)
+    p.add_argument("--models", default="vp,ve,ddpm,ncsn", help="ring models to run")
+    p.add_argument("--suffix", default="", help="suffix of the output files")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
+    a = p.parse_args()
+    if a.quick:
+        a.ring_steps, a.digits_steps, a.num_test, a.num_test_digits, a.num_samples = (
+            100,
+            50,
+            100,
+            8,
+            200,
+        )
+    a.models = a.models.split(",")
+    results = {"args": vars(a), "backend": jax.default_backend()}
+    if a.only in (None, "ring"):
+        results["ring"] = ring(a)
+    if a.only in (None, "digits"):
+        results["digits"] = digits(a)
+    suffix = "_quick" if a.quick else a.suffix
+    with open(os.path.join(HERE, f"train_quality{suffix}.json"), "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

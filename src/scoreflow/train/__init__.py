@@ -1,0 +1,11 @@
+"""The training loop: `fit`, explicit state, checkpoints, optimisers."""
+
+from ._checkpoint import load_checkpoint as load_checkpoint
+from ._checkpoint import save_checkpoint as save_checkpoint
+from ._fit import FitResult as FitResult
+from ._fit import TrainingDiverged as TrainingDiverged
+from ._fit import fit as fit
+from ._optim import alternating as alternating
+from ._optim import default_optimizer as default_optimizer
+from ._state import TrainState as TrainState
+from ._state import init_state as init_state

@@ -1,0 +1,263 @@
+import functools
+import os
+import pathlib
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+from jaxtyping import Array, PyTree
+
+from .._custom_types import Key
+from ._checkpoint import load_checkpoint, save_checkpoint
+from ._optim import default_optimizer
+from ._state import TrainState, init_state
+
+
+class TrainingDiverged(FloatingPointError):
+    """Raised by `fit` when the loss becomes NaN or infinite.
+
+    Attributes:
+        step: the step whose loss was not finite.
+        state: the last good `TrainState` (before the chunk that diverged).
+    """
+
+    def __init__(self, message, *, step, state):
+        super().__init__(message)
+        self.step = step
+        self.state = state
+
+
+class FitResult(eqx.Module):
+    """What `fit` returns.
+
+    Attributes:
+        model: the trained model (last iterate).
+        ema_model: the model with EMA parameters (use it to sample); equals `model`
+            when EMA is off.
+        state: the final `TrainState` (pass it back to `fit` to continue).
+        losses: per-step losses of this call, `(steps_run,)` NumPy array.
+    """
+
+    model: PyTree
+    ema_model: PyTree
+    state: TrainState
+    losses: np.ndarray
+
+
+# One object, so that repeated `fit` calls without an optimiser reuse the compiled chunk.
+_DEFAULT_OPTIMIZER = default_optimizer(1e-3)
+
+
+def _default_loss(model, x, *, key):
+    return model.loss(x, key=key)
+
+
+def _draw(data, batch_size, key):
+    if callable(data) and not isinstance(data, jax.Array):
+        return data(batch_size, key=key)
+    idx = jr.randint(key, (batch_size,), 0, data.shape[0])
+    return data[idx]
+
+
+@functools.lru_cache(maxsize=32)
+def _make_chunk(optimizer, loss_fn, filter_spec, ema_decay, batch_size, chunk, data_is_fn):
+    def one_step(state, data, total):
+        key, k_batch, k_loss = jr.split(state.key, 3)
+        x = _draw(data, batch_size, k_batch)
+        params, static = eqx.partition(state.model, filter_spec)
+
+        def objective(p):
+            return loss_fn(eqx.combine(p, static), x, key=k_loss)
+
+        loss, grads = eqx.filter_value_and_grad(objective)(params)
+        # optax mixes Python floats with int32 step counts; allow that even when the
+        # user runs JAX with strict dtype promotion.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = optimizer.update(grads, state.opt_state, params)
+        params = eqx.apply_updates(params, updates)
+        ema = state.ema
+        if ema is not None:
+            # Warmed-up decay min(d, (1 + n)/(10 + n)) (the TensorFlow EMA's num_updates).
+            n = state.step.astype(jnp.float32)
+            d = jnp.minimum(ema_decay, (1 + n) / (10 + n))
+            ema = jax.tree_util.tree_map(
+                lambda e, p: d.astype(e.dtype) * e + (1 - d.astype(e.dtype)) * p, ema, params
+            )
+        new = TrainState(
+            model=eqx.combine(params, static),
+            opt_state=opt_state,
+            ema=ema,
+            step=state.step + 1,
+            key_data=jr.key_data(key),
+        )
+        # Steps past the end are no-ops, so every chunk is the same compiled program and
+        # a resumed run repeats an uninterrupted one bit for bit.
+        active = state.step < total
+        new = jax.tree_util.tree_map(
+            lambda a, b: jnp.where(active, a, b) if eqx.is_array(a) else a, new, state
+        )
+        return new, loss
+
+    @eqx.filter_jit
+    def run(state, data, total):
+        # Only arrays go through the scan carry; Python scalars (e.g. an SDE's floats)
+        # stay static, or the carry would turn them into trainable-looking arrays.
+        dynamic, static = eqx.partition(state, eqx.is_array)
+
+        def body(d, _):
+            new, loss = one_step(eqx.combine(d, static), data, total)
+            return eqx.filter(new, eqx.is_array), loss
+
+        dynamic, losses = jax.lax.scan(body, dynamic, None, length=chunk)
+        return eqx.combine(dynamic, static), losses
+
+    return run
+
+
+def fit(
+    model: PyTree,
+    data: Array | Callable[..., Array],
+    *,
+    num_steps: int,
+    batch_size: int = 256,
+    optimizer: optax.GradientTransformation | None = None,
+    ema_decay: float | None = 0.999,
+    steps_per_chunk: int = 100,
+    loss_fn: Callable[..., Array] | None = None,
+    filter_spec=eqx.is_inexact_array,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = True,
+    state: TrainState | None = None,
+    progress: bool = True,
+    key: Key,
+) -> FitResult:
+    r"""Train any module that has `loss(x, *, key)`, by one loop.
+
+    Each step draws a batch (with replacement) from `data`, differentiates the loss with
+    respect to the leaves selected by `filter_spec`, applies the optax `optimizer` and
+    updates the EMA of the parameters. Steps run in jitted chunks of `steps_per_chunk`
+    (`jax.lax.scan`), so Python is touched once per chunk: that is when the progress bar
+    moves, losses are checked and checkpoints are written.
+
+    **State** is an explicit `TrainState` (model, optimiser state, EMA, step, carry key).
+    The carry key is split once per step, so a run resumed from a checkpoint (written at
+    chunk boundaries, atomically) repeats the uninterrupted run exactly.
+
+    **Divergence.** If a loss is NaN or infinite, `fit` raises `TrainingDiverged` naming
+    the step; the chunk is discarded, the error carries the last good state and the
+    checkpoint on disk is left as it was (the last good one).
+
+    **Other models.** `loss_fn(model, x, *, key)` replaces `model.loss`. A GAN trains
+    with the same loop: its `loss` returns $L_D(D, \mathrm{sg}(G)) + L_G(\mathrm{sg}(D),
+    G)$ and the optimiser is `scoreflow.train.alternating({"disc": ..., "gen": ...},
+    labels, order=("disc", "gen"))`, so each step updates one player.
+
+    Args:
+        model: the module to train (a `ScoreSDE`, `DDPM`, `NCSN`, a flow, ...).
+        data: `(N, *event)` array, or a sampler `data(batch_size, *, key) -> array`.
+        num_steps: total optimisation steps (counting those of a resumed state).
+        batch_size: examples per step.
+        optimizer: optax transformation (default `default_optimizer(1e-3)`: AdamW, global
+            norm clipping at 1).
+        ema_decay: EMA decay (None: no EMA).
+        steps_per_chunk: steps per jitted chunk.
+        loss_fn: alternative loss `(model, x, *, key) -> scalar`.
+        filter_spec: equinox filter of the trained leaves.
+        checkpoint: file to write the state to (and to resume from).
+        checkpoint_every: steps between checkpoints (rounded up to whole chunks; default:
+            only at the end).
+        resume: continue from `checkpoint` if it exists.
+        state: continue from this state instead (takes precedence over `checkpoint`).
+        progress: show a tqdm progress bar with the loss.
+        key: the run's key (ignored when resuming: the state carries its own).
+
+    Returns:
+        A `FitResult`.
+
+    Raises:
+        TrainingDiverged: on a non-finite loss.
+        ValueError: on bad arguments.
+    """
+    for name, v in (
+        ("num_steps", num_steps),
+        ("batch_size", batch_size),
+        ("steps_per_chunk", steps_per_chunk),
+    ):
+        if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "num_steps" else 1):
+            raise ValueError(f"`{name}` must be a positive int, got {v!r}.")
+    if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"`ema_decay` must lie in [0, 1), got {ema_decay}.")
+    data_is_fn = callable(data) and not isinstance(data, jax.Array)
+    if not data_is_fn:
+        if not isinstance(data, jax.Array):
+            data = jnp.asarray(data)
+        if data.ndim < 2 or data.shape[0] < 1:
+            raise ValueError(f"`data` must have shape (N, *event) with N >= 1, got {data.shape}.")
+    optimizer = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
+    loss_fn = _default_loss if loss_fn is None else loss_fn
+    template = init_state(
+        model, optimizer, ema=ema_decay is not None, filter_spec=filter_spec, key=key
+    )
+    ckpt = None if checkpoint is None else pathlib.Path(checkpoint)
+    if state is None:
+        state = template
+        if ckpt is not None and resume and ckpt.exists():
+            state = load_checkpoint(ckpt, template)
+    run = _make_chunk(
+        optimizer, loss_fn, filter_spec, ema_decay or 0.0, batch_size, steps_per_chunk, data_is_fn
+    )
+    total = jnp.asarray(num_steps, jnp.int32)
+    start = int(state.step)
+    every = None if checkpoint_every is None else max(checkpoint_every, 1)
+    last_saved = start
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num_steps, initial=min(start, num_steps), desc="fit", unit="step")
+    losses = []
+    try:
+        while int(state.step) < num_steps:
+            before = state
+            state, chunk_losses = run(state, data, total)
+            n = min(steps_per_chunk, num_steps - int(before.step))
+            chunk_losses = np.asarray(chunk_losses[:n])
+            bad = np.flatnonzero(~np.isfinite(chunk_losses))
+            if bad.size:
+                step = int(before.step) + int(bad[0]) + 1
+                where = (
+                    ""
+                    if ckpt is None
+                    else (
+                        f" The last good checkpoint is {ckpt} (step {last_saved})."
+                        if ckpt.exists()
+                        else " No checkpoint had been written yet."
+                    )
+                )
+                raise TrainingDiverged(
+                    f"Training stopped: the loss was {chunk_losses[bad[0]]} at step {step}. "
+                    f"The returned state is the last good one (step {int(before.step)}).{where} "
+                    "Lower the learning rate, clip gradients, or check the data for NaN.",
+                    step=step,
+                    state=before,
+                )
+            losses.append(chunk_losses)
+            if bar is not None:
+                bar.update(n)
+                bar.set_postfix(loss=f"{float(chunk_losses.mean()):.4g}")
+            s = int(state.step)
+            if ckpt is not None and (
+                s >= num_steps or (every is not None and s - last_saved >= every)
+            ):
+                save_checkpoint(ckpt, state, {"num_steps": num_steps})
+                last_saved = s
+    finally:
+        if bar is not None:
+            bar.close()
+    losses = np.concatenate(losses) if losses else np.zeros((0,), np.float32)
+    return FitResult(model=state.model, ema_model=state.ema_model(), state=state, losses=losses)

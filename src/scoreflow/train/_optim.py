@@ -1,0 +1,103 @@
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def default_optimizer(
+    learning_rate: float = 1e-3,
+    *,
+    num_steps: int | None = None,
+    warmup_steps: int = 0,
+    clip_norm: float | None = 1.0,
+    weight_decay: float = 0.0,
+) -> optax.GradientTransformation:
+    """AdamW with global-norm gradient clipping and an optional warmup + cosine schedule.
+
+    Args:
+        learning_rate: peak learning rate.
+        num_steps: total steps; when given the rate decays to 0 by a cosine
+            (Loshchilov & Hutter 2017) after `warmup_steps` of linear warmup.
+        warmup_steps: linear warmup steps.
+        clip_norm: clip gradients to this global norm (`None`: no clipping).
+        weight_decay: decoupled weight decay.
+
+    Returns:
+        An optax transformation.
+    """
+    if num_steps is not None:
+        lr = optax.warmup_cosine_decay_schedule(
+            0.0, learning_rate, max(warmup_steps, 1), max(num_steps, warmup_steps + 1)
+        )
+    elif warmup_steps:
+        lr = optax.linear_schedule(0.0, learning_rate, warmup_steps)
+    else:
+        lr = learning_rate
+    parts = [] if clip_norm is None else [optax.clip_by_global_norm(clip_norm)]
+    parts.append(optax.adamw(lr, weight_decay=weight_decay))
+    return optax.chain(*parts)
+
+
+class _TurnState(NamedTuple):
+    count: jax.Array
+    inner: optax.OptState
+
+
+def _take_turn(inner: optax.GradientTransformation, turns: tuple[int, ...], period: int):
+    def init_fn(params):
+        return _TurnState(jnp.zeros((), jnp.int32), inner.init(params))
+
+    def update_fn(updates, state, params=None):
+        phase = state.count % period
+        active = jnp.any(jnp.asarray(turns, jnp.int32) == phase)
+
+        def run(_):
+            return inner.update(updates, state.inner, params)
+
+        def skip(_):
+            return jax.tree_util.tree_map(jnp.zeros_like, updates), state.inner
+
+        new_updates, new_inner = jax.lax.cond(active, run, skip, None)
+        return new_updates, _TurnState(state.count + 1, new_inner)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def alternating(
+    transforms: dict[str, optax.GradientTransformation],
+    labels: Callable | object,
+    order: Sequence[str],
+) -> optax.GradientTransformation:
+    r"""Alternating updates of parameter groups, e.g. a GAN's discriminator and generator.
+
+    Step $k$ updates only the group `order[k % len(order)]`, with its own optimiser whose
+    state (moments, step count) advances only on its turns; the other groups get a zero
+    update. With a loss whose gradient for each group is that group's objective (for a
+    GAN: $L = L_D(D, \mathrm{sg}(G)) + L_G(\mathrm{sg}(D), G)$ with stop-gradients
+    `sg`), `fit` then performs the classic alternating GAN updates with the same loop as
+    every other model. Repeat a label in `order` for several updates per turn
+    (`("disc", "disc", "gen")`).
+
+    Args:
+        transforms: optimiser per group label.
+        labels: the labels pytree (or a function of the parameters returning it), as
+            for `optax.multi_transform`.
+        order: the turn order of the labels.
+
+    Returns:
+        An optax transformation.
+    """
+    order = tuple(order)
+    missing = set(order) - set(transforms)
+    if missing:
+        raise ValueError(f"`order` names labels without a transform: {sorted(missing)}.")
+    if set(transforms) - set(order):
+        raise ValueError("Every label of `transforms` must appear in `order`.")
+    period = len(order)
+    wrapped = {
+        name: _take_turn(tx, tuple(i for i, o in enumerate(order) if o == name), period)
+        for name, tx in transforms.items()
+    }
+    return optax.multi_transform(wrapped, labels)

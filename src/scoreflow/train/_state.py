@@ -1,0 +1,70 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import optax
+from jaxtyping import Array, PyTree, UInt
+
+from .._custom_types import Key
+
+
+class TrainState(eqx.Module):
+    """Everything that evolves during training, as one explicit value (optax style).
+
+    Attributes:
+        model: the module being trained (parameters and static structure).
+        opt_state: the optax optimiser state.
+        ema: exponential moving average of the trainable leaves of `model`, a pytree of
+            the same structure with `None` at non-trainable leaves (or `None` when EMA
+            is off).
+        step: number of completed optimisation steps.
+        key_data: raw data of the carry PRNG key (raw so that it serialises); one
+            split per step, so a resumed run draws exactly the same numbers.
+    """
+
+    model: PyTree
+    opt_state: PyTree
+    ema: PyTree | None
+    step: Array
+    key_data: UInt[Array, "..."]
+
+    @property
+    def key(self) -> Key:
+        return jr.wrap_key_data(self.key_data)
+
+    def ema_model(self) -> PyTree:
+        """The model with its trainable leaves replaced by their moving average."""
+        if self.ema is None:
+            return self.model
+        return eqx.combine(self.ema, self.model)
+
+
+def init_state(
+    model: PyTree,
+    optimizer: optax.GradientTransformation,
+    *,
+    ema: bool = True,
+    filter_spec=eqx.is_inexact_array,
+    key: Key,
+) -> TrainState:
+    """The state at step 0.
+
+    Args:
+        model: the module to train.
+        optimizer: an optax transformation.
+        ema: keep an exponential moving average of the parameters.
+        filter_spec: which leaves are trained (an equinox filter; default every
+            floating array).
+        key: the carry key of the run.
+
+    Returns:
+        A `TrainState`.
+    """
+    params = eqx.filter(model, filter_spec)
+    return TrainState(
+        model=model,
+        opt_state=optimizer.init(params),
+        ema=jax.tree_util.tree_map(jnp.copy, params) if ema else None,
+        step=jnp.zeros((), jnp.int32),
+        key_data=jr.key_data(key),
+    )
