@@ -30,3 +30,8 @@ def getkey():
         return sub
 
     return _getkey
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the tutorials (the longest tests) first, so xdist balances them across workers."""
+    items.sort(key=lambda item: 0 if "test_tutorials.py" in item.nodeid else 1)
