@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
@@ -16,6 +16,7 @@ MIXTURES = {"case_a": case_a, "case_b": case_b, "full": full_cov_mixture}
 
 @pytest.mark.parametrize("mix_name", MIXTURES)
 @pytest.mark.parametrize("sde_name", SDES)
+@settings(max_examples=10)
 @given(u=st.floats(0.0, 1.0), seed=st.integers(0, 2**16))
 def test_score_is_grad_log_prob(mix_name, sde_name, u, seed):
     sde = SDES[sde_name]()

@@ -229,20 +229,21 @@ def test_sample_is_differentiable_in_model_parameters(method):
 
 
 def test_float32_sampling_is_finite(getkey):
-    for sde in (sf.VPSDE(), sf.EDMSDE()):
+    # The two hardest float32 cases: VP's probability flow (alpha_T ~ 7e-3) and EDM's
+    # reverse SDE down to sigma = 0.002; the diffusion solvers' float32 tests cover the rest.
+    for sde, method in ((sf.VPSDE(), "ode"), (sf.EDMSDE(), "sde")):
         mix = case_a(jnp.float32)
-        for method in ("ode", "sde"):
-            res = sf.sample(
-                sde,
-                mix.noised(sde).score,
-                (512, 2),
-                method=method,
-                dtype=jnp.float32,
-                grid=sf.solve.KarrasGrid(20),
-                key=getkey(),
-            )
-            assert res.samples.dtype == jnp.float32
-            assert bool(jnp.all(jnp.isfinite(res.samples)))
+        res = sf.sample(
+            sde,
+            mix.noised(sde).score,
+            (512, 2),
+            method=method,
+            dtype=jnp.float32,
+            grid=sf.solve.KarrasGrid(20),
+            key=getkey(),
+        )
+        assert res.samples.dtype == jnp.float32
+        assert bool(jnp.all(jnp.isfinite(res.samples)))
 
 
 def test_trajectory_is_saved(getkey):
