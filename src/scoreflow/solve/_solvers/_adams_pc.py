@@ -3,20 +3,13 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from ... import _checks
-from ._base import AbstractDiffusionSolver, combine, exponential_weights, schedule, unwrap
-
-
-def _select(count, candidates):
-    # candidates[j - 1] is the weight vector of effective order j (padded); pick
-    # j = min(count, len(candidates)).
-    out = candidates[0]
-    for j in range(2, len(candidates) + 1):
-        out = jnp.where(count >= j, candidates[j - 1], out)
-    return out
-
-
-def _padded(w, n):
-    return jnp.concatenate([w, jnp.zeros((n - w.shape[0],), w.dtype)])
+from ._base import (
+    AbstractDiffusionSolver,
+    combine,
+    exponential_weights_by_order,
+    schedule,
+    unwrap,
+)
 
 
 class ExponentialAdamsPC(AbstractDiffusionSolver, dfx.AbstractAdaptiveSolver):
@@ -94,23 +87,17 @@ class ExponentialAdamsPC(AbstractDiffusionSolver, dfx.AbstractAdaptiveSolver):
         _, s0, l0 = schedule(terms.sde, t0, dtype)
         a1, s1, l1 = schedule(terms.sde, t1, dtype)
         ratio = s1 / s0
-        pred_w = _select(
-            count,
-            [_padded(exponential_weights(hist_l[:j], l0, l1, a1), k) for j in range(1, k + 1)],
-        )
+        # Effective order: as much history as there is, up to k.
+        j = jnp.minimum(count, k) - 1
+        pred_w = exponential_weights_by_order(hist_l, l0, l1, a1)[j]
         y_pred = ratio * y0 + combine(pred_w, hist_d)
         d1 = terms.denoise(t1, y_pred)
         nodes = jnp.concatenate([l1[None], hist_l])
-        values = jnp.concatenate([d1[None], hist_d], axis=0)
-        corr_w = _select(
-            count,
-            [
-                _padded(exponential_weights(nodes[: j + 1], l0, l1, a1), k + 1)
-                for j in range(1, k + 1)
-            ],
-        )
-        y1 = ratio * y0 + combine(corr_w, values)
-        state = (values[:k], nodes[:k], count + 1, y_pred)
+        corr_w = exponential_weights_by_order(nodes, l0, l1, a1)[j + 1]
+        y1 = ratio * y0 + corr_w[0] * d1 + combine(corr_w[1:], hist_d)
+        # Shift the history without materialising the (k + 1)-long stack.
+        hist_d = jnp.concatenate([d1[None], hist_d[:-1]], axis=0)
+        state = (hist_d, nodes[:k], count + 1, y_pred)
         return y1, y1 - y_pred, dict(y0=y0, y1=y1), state, dfx.RESULTS.successful
 
     def last_denoised(self, terms, solver_state, t1, y1):
