@@ -225,3 +225,58 @@ def test_bad_inputs_raise():
         S.solve_probability_flow(sde, score, x, solver=DDPMAncestral())
     with pytest.raises(ValueError, match="is deterministic"):
         S.solve_reverse_sde(sde, score, x, solver=DPMSolverPP(2), key=jax.random.key(0))
+
+
+def _design_mixture():
+    # A random mixture that is neither case A nor case B (those are the benchmark's).
+    r = np.random.default_rng(17)
+    k, d = int(r.integers(2, 9)), int(r.integers(2, 10))
+    mu = r.normal(0, r.uniform(1, 5), size=(k, d))
+    var = r.uniform(0.1, 1.5, size=(k, d)) ** 2
+    w = r.dirichlet(np.ones(k))
+    return sf.GaussianMixture(jnp.asarray(w), jnp.asarray(mu), jnp.asarray(var)), d
+
+
+@pytest.mark.slow
+def test_calibrated_grid_beats_fixed_rules():
+    mix, d = _design_mixture()
+    sde = sf.EDMSDE()
+    denoise = mix.noised(sde).denoise
+    pilot = jnp.asarray(80 * np.random.default_rng(99).standard_normal((256, d)))
+    x = jnp.asarray(80 * np.random.default_rng(3).standard_normal((512, d)))
+    grid = sf.solve.calibrate_grid(sde, denoise, pilot, 19, parameterisation="x0")
+    ts = np.asarray(grid.times(sde))
+    assert ts.shape == (20,) and ts[0] == sde.T and ts[-1] == sde.t_min
+    assert np.all(np.diff(ts) < 0)
+
+    def solve(g):
+        res = sf.solve.solve_probability_flow(
+            sde, denoise, x, parameterisation="x0", solver=ExponentialAdamsPC(3), grid=g
+        )
+        return np.asarray(res.samples)
+
+    ref = solve(sf.solve.LogSNRGrid(400))
+    rms = lambda g: np.sqrt(np.mean((solve(g) - ref) ** 2))
+    fixed = min(rms(sf.solve.KarrasGrid(19)), rms(sf.solve.LogSNRGrid(19)))
+    # Measured 0.017 against 0.038 (Karras) and 0.041 (log-SNR) at 20 NFE.
+    assert rms(grid) < 0.6 * fixed
+
+
+def test_calibrate_grid_bad_inputs():
+    mix, d = _design_mixture()
+    sde = sf.EDMSDE()
+    pilot = jnp.zeros((4, d))
+    den = mix.noised(sde).denoise
+    cal = sf.solve.calibrate_grid
+    with pytest.raises(ValueError, match="relaxation"):
+        cal(sde, den, pilot, 5, parameterisation="x0", relaxation=0.0)
+    with pytest.raises(ValueError, match="iterations"):
+        cal(sde, den, pilot, 5, parameterisation="x0", iterations=0)
+    with pytest.raises(ValueError, match="initial"):
+        cal(sde, den, pilot, 5, parameterisation="x0", initial=sf.solve.KarrasGrid(4))
+    with pytest.raises(ValueError, match="x_T"):
+        cal(sde, den, jnp.zeros((d,)), 5, parameterisation="x0")
+    # A valid call: the ends are pinned and the grid stays strictly decreasing.
+    ts = np.asarray(cal(sde, den, 80 * pilot + 1.0, 5, parameterisation="x0").times(sde))
+    assert ts.shape == (6,) and ts[0] == sde.T and ts[-1] == sde.t_min
+    assert np.all(np.diff(ts) < 0)

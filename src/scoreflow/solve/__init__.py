@@ -6,6 +6,7 @@ from ._bits_per_dim import BitsPerDimResult as BitsPerDimResult
 from ._bits_per_dim import bits_per_dim as bits_per_dim
 from ._bits_per_dim import uniform_dequantiser as uniform_dequantiser
 from ._brownian import GridBrownianPath as GridBrownianPath
+from ._calibrate import calibrate_grid as calibrate_grid
 from ._grids import AbstractGrid as AbstractGrid
 from ._grids import CustomGrid as CustomGrid
 from ._grids import KarrasGrid as KarrasGrid
