@@ -220,7 +220,7 @@ def _ours():
 
 
 # Pilot noise for `calibrate_grid`: independent of the benchmark's x_T (seed 3).
-PILOT_SEED, PILOT_SIZE = 99, 256
+PILOT_SEED, PILOT_SIZE = 99, 2048
 
 
 @eqx.filter_jit
