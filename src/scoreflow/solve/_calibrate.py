@@ -138,9 +138,10 @@ def calibrate_grid(
        between the `num_steps` solve and that reference over the grid's log-SNRs
        (softmax increments, ends pinned) by Adam, differentiating through the solver.
        Half of the pilot fits, the other half validates: the grid returned is the one
-       with the least validation error seen, the stage-1 grid included, so fitting
-       the pilot's few hard (mode-deciding) trajectories cannot make it worse on
-       fresh noise than stage 1 was on the validation half.
+       with the least validation error seen, the stage-1 grid included, so it is never
+       worse than stage 1 on the validation half. (The RMS error at few steps is
+       dominated by the few trajectories that decide between modes; a larger pilot
+       makes both halves more representative.)
 
     This is a schedule-learning method in the family of Watson et al. 2021
     (arXiv:2202.05830, differentiating through sample quality), bespoke solvers
