@@ -1,4 +1,4 @@
-r"""Time grids calibrated to a model by equidistributing the solver's local error."""
+r"""Time grids calibrated to one model: equidistributed local error, then fitted end points."""
 
 from collections.abc import Callable
 
@@ -16,10 +16,10 @@ from ._sample import _Batched, _check_state
 from ._solvers import DenoiserTerm, ExponentialAdamsPC
 
 
-@eqx.filter_jit
-def _local_errors(solver, term, x, ts):
-    # One pass of the solver along `ts`; the RMS (over the batch) of its embedded
-    # error estimate on each step.
+def _solve_on(solver, term, x, ts):
+    # One pass of the solver along `ts` (the steps `sample` takes, by hand so that the
+    # grid is differentiable): the sample, final denoise included (free), and the RMS
+    # over the batch of the embedded error estimate on each step.
     state = solver.init(term, ts[0], ts[1], x, None)
 
     def body(carry, times):
@@ -27,21 +27,11 @@ def _local_errors(solver, term, x, ts):
         y1, err, _, st, _ = solver.step(term, times[0], times[1], y, None, st, False)
         return (y1, st), jnp.sqrt(jnp.mean(err**2))
 
-    _, errors = lax.scan(body, (x, state), (ts[:-1], ts[1:]))
-    return errors
+    (y, state), errors = lax.scan(body, (x, state), (ts[:-1], ts[1:]))
+    return solver.last_denoised(term, state, ts[-1], y), errors
 
 
-def _end_point(solver, term, x, ts):
-    # The sample an N-step solve on `ts` returns, final denoise included (free).
-    state = solver.init(term, ts[0], ts[1], x, None)
-
-    def body(carry, times):
-        y, st = carry
-        y1, _, _, st, _ = solver.step(term, times[0], times[1], y, None, st, False)
-        return (y1, st), None
-
-    (y, state), _ = lax.scan(body, (x, state), (ts[:-1], ts[1:]))
-    return solver.last_denoised(term, state, ts[-1], y)
+_solve_on_jit = eqx.filter_jit(_solve_on)
 
 
 def _grid_from_logits(sde, logits, lam_ends, dtype):
@@ -55,7 +45,7 @@ def _grid_from_logits(sde, logits, lam_ends, dtype):
 
 def _log_mse(solver, term, sde, logits, lam_ends, x, ref):
     ts = _grid_from_logits(sde, logits, lam_ends, x.dtype)
-    err = _end_point(solver, term, x, ts) - ref
+    err = _solve_on(solver, term, x, ts)[0] - ref
     return jnp.log(jnp.mean(err**2))
 
 
@@ -197,12 +187,12 @@ def calibrate_grid(
     ts = initial.times(sde).astype(dtype)
     exponents = jnp.minimum(jnp.arange(1, num_steps + 1), order).astype(dtype) + 1
     for _ in range(iterations):
-        errors = _local_errors(solver, term, x_pilot, ts)
+        _, errors = _solve_on_jit(solver, term, x_pilot, ts)
         ts = _equidistribute(sde, ts, errors, exponents, jnp.asarray(relaxation, dtype))
     if optimise_steps == 0 or num_steps == 1:
         return CustomGrid(ts)
 
-    reference = _end_point(solver, term, x_pilot, LogSNRGrid(reference_steps).times(sde))
+    reference, _ = _solve_on_jit(solver, term, x_pilot, LogSNRGrid(reference_steps).times(sde))
     half = x_pilot.shape[0] // 2
     fit, val = (x_pilot[:half], reference[:half]), (x_pilot[half:], reference[half:])
     lam = sde.log_snr(ts).astype(dtype)
