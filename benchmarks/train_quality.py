@@ -208,6 +208,16 @@ def digits(args):
         return x, time.perf_counter() - t0
 
     common = {"steps": args.digits_steps, "batch": args.digits_batch, "base": args.base}
+    png = os.path.join(HERE, f"train_quality_digits{args.suffix}.png")
+
+    def done(name, row):
+        # Written after every model, so that a run cut short keeps what it measured.
+        out[name] = row
+        print("digits", name, row, flush=True)
+        with open(os.path.join(HERE, f"train_quality_digits{args.suffix}.json"), "w") as f:
+            json.dump(out, f, indent=1)
+        _plot_grids({**grids, "data (test)": data.digits("test", dtype=F32)[:64]}, png)
+
     if "vp" in args.digit_models:
         m = models.ScoreSDE(sf.VPSDE(t_min=1e-5), unet(), parameterisation="eps")
         m, train_s, loss = train(m)
@@ -219,8 +229,7 @@ def digits(args):
             )
         )
         row["sampler"] = "PF-ODE Heun, Karras 32 steps"
-        out["ScoreSDE VP"] = row
-        print("digits ScoreSDE", row, flush=True)
+        done("ScoreSDE VP", row)
 
     if "ddpm" in args.digit_models:
         ddpm = models.DDPM(unet(), models.linear_betas(1000))
@@ -231,8 +240,7 @@ def digits(args):
             lambda: ddpm.sample(shape, key=jr.key(9), dtype=F32)
         )
         row["sampler"] = "ancestral, 1000 steps"
-        out["DDPM"] = row
-        print("digits DDPM", row, flush=True)
+        done("DDPM", row)
 
     if "ncsn" in args.digit_models:
         ncsn = models.NCSN(
@@ -246,10 +254,7 @@ def digits(args):
             )
         )
         row["sampler"] = "annealed Langevin, 10 x 100 steps, eps 5e-6, final denoise"
-        out["NCSN"] = row
-        print("digits NCSN", row, flush=True)
-    grids["data (test)"] = xte[:64]
-    _plot_grids(grids, os.path.join(HERE, f"train_quality_digits{args.suffix}.png"))
+        done("NCSN", row)
     return out
 
 
