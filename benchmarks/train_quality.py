@@ -79,31 +79,46 @@ def ring(args):
     x_test = mix.sample(args.num_test, key=jr.key(1))
     out, pics = {}, {}
 
-    def mlp(transform=None, log_noise=False):
+    def mlp(log_noise=False):
         # Conditioning on a log noise level (range ~10) wants lower Fourier frequencies.
-        scale = 1.0 if (transform is not None or log_noise) else 16.0
-        return nn.TimeMLP(
-            (2,),
-            width=args.width,
-            depth=3,
-            time_transform=transform,
-            embedding_scale=scale,
-            key=jr.key(2),
-        )
+        scale = 1.0 if log_noise else 16.0
+        return nn.TimeMLP((2,), width=args.width, depth=3, embedding_scale=scale, key=jr.key(2))
 
     heun = dict(solver=dfx.Heun(), grid=sf.solve.KarrasGrid(64), dtype=F32)
+    vp = sf.VPSDE(t_min=1e-5)
+    # VE: the same smallest noise level as VP's floor (sigma ~ 1e-3), and EDM's
+    # preconditioning (Karras et al. 2022): unit-variance network input and target at every
+    # noise level, conditioned on c_noise = ln(sigma)/4, with EDM's loss weighting.
+    ve = sf.VESDE(sigma_min=0.01, sigma_max=20.0)
+    ve = sf.VESDE(
+        sigma_min=0.01,
+        sigma_max=20.0,
+        t_min=float(ve.t_from_log_snr(-jnp.log(vp.marginal(vp.t_min)[1]))),
+    )
+    sigma_data = float(jnp.std(x))
 
-    for name, sde in (
-        ("ScoreSDE VP", sf.VPSDE(t_min=1e-5)),
-        ("ScoreSDE VE", sf.VESDE(sigma_min=0.01, sigma_max=20.0)),
-    ):
+    for name, steps in (("ScoreSDE VP", args.ring_steps), ("ScoreSDE VE", args.ve_steps)):
         if name.split()[-1].lower() not in args.models:
             continue
-        transform = None if isinstance(sde, sf.VPSDE) else nn.LogNoiseLevel(sde)
-        m = models.ScoreSDE(sde, mlp(transform), parameterisation="eps")
-        m, train_s, loss = fit(m, x, args.ring_steps, args.batch, args.lr, jr.key(3))
+        if name.endswith("VP"):
+            m = models.ScoreSDE(vp, mlp(), parameterisation="eps")
+        else:
+            net = nn.TimeMLP((2,), width=args.width, depth=3, embedding_scale=4.0, key=jr.key(2))
+            m = models.ScoreSDE(
+                ve,
+                nn.EDMPrecond(ve, net, sigma_data=sigma_data),
+                parameterisation="x0",
+                weighting="edm",
+                sigma_data=sigma_data,
+            )
+        m, train_s, loss = fit(m, x, steps, args.batch, args.lr, jr.key(3))
         s = m.sample((args.num_samples, 2), key=jr.key(4), **heun)
-        row = {"train_s": train_s, "final_loss": loss, "sampler": "PF-ODE Heun, Karras 64 steps"}
+        row = {
+            "train_s": train_s,
+            "steps": steps,
+            "final_loss": loss,
+            "sampler": "PF-ODE Heun, Karras 64 steps",
+        }
         row.update(kl(mix, lambda c: m.log_prob(c, rtol=1e-5, atol=1e-5), x_test))
         row.update(sample_quality(mix, s, jr.key(5)))
         out[name], pics[name] = row, s
@@ -149,6 +164,7 @@ def digits(args):
     xtr = data.digits("train", dtype=F32)
     xte = data.digits("test", dtype=F32)[: args.num_test_digits]
     out, grids = {}, {}
+    shape = (64, 1, 8, 8)
 
     def unet(log_noise=False):
         return nn.UNet(
@@ -159,45 +175,86 @@ def digits(args):
             key=jr.key(6),
         )
 
-    def bpd(model, key):
-        deq = (xte + (jr.uniform(key, xte.shape, F32) - 0.5) * 2 / data.DIGITS_LEVELS).astype(F32)
+    def train(model):
+        return fit(model, xtr, args.digits_steps, args.digits_batch, 2e-3, jr.key(7))
+
+    def bpd(model):
+        # Uniform dequantisation of the test images' bins, then the probability-flow
+        # likelihood with K Hutchinson probes held fixed for the solve.
+        k_deq, k_probe = jr.split(jr.key(8))
+        u = jr.uniform(k_deq, xte.shape, F32) - 0.5
+        deq = (xte + u * 2 / data.DIGITS_LEVELS).astype(F32)
         t0 = time.perf_counter()
-        lp = model.log_prob(deq, rtol=1e-4, atol=1e-4, trace="hutchinson", key=key)
+        lp = model.log_prob(
+            deq,
+            rtol=1e-4,
+            atol=1e-4,
+            trace="hutchinson",
+            num_probes=args.probes,
+            key=k_probe,
+        )
         b = np.asarray(data.digits_bits_per_dim(lp))
         return {
             "test_bpd": float(b.mean()),
             "bpd_se": float(b.std(ddof=1) / np.sqrt(b.size)),
             "loglik_s": time.perf_counter() - t0,
             "num_test": int(xte.shape[0]),
+            "hutchinson_probes": args.probes,
         }
 
-    m = models.ScoreSDE(sf.VPSDE(t_min=1e-5), unet(), parameterisation="eps")
-    m, train_s, loss = fit(m, xtr, args.digits_steps, 128, 2e-3, jr.key(7))
-    row = {"train_s": train_s, "final_loss": loss}
-    row.update(bpd(m, jr.key(8)))
-    grids["ScoreSDE VP (PF-ODE)"] = m.sample(
-        (64, 1, 8, 8), key=jr.key(9), solver=dfx.Heun(), grid=sf.solve.KarrasGrid(32), dtype=F32
-    )
-    out["ScoreSDE VP"] = row
-    print("digits ScoreSDE", row, flush=True)
+    def timed(f):
+        t0 = time.perf_counter()
+        x = jax.block_until_ready(f())
+        return x, time.perf_counter() - t0
 
-    ddpm = models.DDPM(unet(), models.linear_betas(1000))
-    ddpm, train_s, loss = fit(ddpm, xtr, args.digits_steps, 128, 2e-3, jr.key(7))
-    row = {"train_s": train_s, "final_loss": loss}
-    row.update(bpd(models.ScoreSDE(ddpm.sde, ddpm.network, parameterisation="eps"), jr.key(8)))
-    grids["DDPM (ancestral)"] = ddpm.sample((64, 1, 8, 8), key=jr.key(9), dtype=F32)
-    out["DDPM"] = row
-    print("digits DDPM", row, flush=True)
+    common = {"steps": args.digits_steps, "batch": args.digits_batch, "base": args.base}
+    png = os.path.join(HERE, f"train_quality_digits{args.suffix}.png")
 
-    ncsn = models.NCSN(nn.ScaledScore(unet(log_noise=True)), models.geometric_sigmas(5.0, 0.01, 10))
-    ncsn, train_s, loss = fit(ncsn, xtr, args.digits_steps, 128, 2e-3, jr.key(7))
-    grids["NCSN (annealed Langevin)"] = ncsn.sample(
-        (64, 1, 8, 8), steps_per_level=100, step_size=5e-6, dtype=F32, key=jr.key(9)
-    )
-    out["NCSN"] = {"train_s": train_s, "final_loss": loss}
-    print("digits NCSN", out["NCSN"], flush=True)
-    grids["data"] = xte[:64]
-    _plot_grids(grids, os.path.join(HERE, f"train_quality_digits{args.suffix}.png"))
+    def done(name, row):
+        # Written after every model, so that a run cut short keeps what it measured.
+        out[name] = row
+        print("digits", name, row, flush=True)
+        with open(os.path.join(HERE, f"train_quality_digits{args.suffix}.json"), "w") as f:
+            json.dump(out, f, indent=1)
+        _plot_grids({**grids, "data (test)": data.digits("test", dtype=F32)[:64]}, png)
+
+    if "vp" in args.digit_models:
+        m = models.ScoreSDE(sf.VPSDE(t_min=1e-5), unet(), parameterisation="eps")
+        m, train_s, loss = train(m)
+        row = {**common, "train_s": train_s, "final_loss": loss}
+        row.update(bpd(m))
+        grids["ScoreSDE VP (PF-ODE)"], row["sample_s"] = timed(
+            lambda: m.sample(
+                shape, key=jr.key(9), solver=dfx.Heun(), grid=sf.solve.KarrasGrid(32), dtype=F32
+            )
+        )
+        row["sampler"] = "PF-ODE Heun, Karras 32 steps"
+        done("ScoreSDE VP", row)
+
+    if "ddpm" in args.digit_models:
+        ddpm = models.DDPM(unet(), models.linear_betas(1000))
+        ddpm, train_s, loss = train(ddpm)
+        row = {**common, "train_s": train_s, "final_loss": loss}
+        row.update(bpd(models.ScoreSDE(ddpm.sde, ddpm.network, parameterisation="eps")))
+        grids["DDPM (ancestral)"], row["sample_s"] = timed(
+            lambda: ddpm.sample(shape, key=jr.key(9), dtype=F32)
+        )
+        row["sampler"] = "ancestral, 1000 steps"
+        done("DDPM", row)
+
+    if "ncsn" in args.digit_models:
+        ncsn = models.NCSN(
+            nn.ScaledScore(unet(log_noise=True)), models.geometric_sigmas(5.0, 0.01, 10)
+        )
+        ncsn, train_s, loss = train(ncsn)
+        row = {**common, "train_s": train_s, "final_loss": loss}
+        grids["NCSN (annealed Langevin)"], row["sample_s"] = timed(
+            lambda: ncsn.sample(
+                shape, steps_per_level=100, step_size=5e-6, dtype=F32, key=jr.key(9)
+            )
+        )
+        row["sampler"] = "annealed Langevin, 10 x 100 steps, eps 5e-6, final denoise"
+        done("NCSN", row)
     return out
 
 
@@ -226,15 +283,15 @@ def _plot_grids(grids, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.4))
-    for ax, (name, x) in zip(axes, grids.items()):
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.4), squeeze=False)
+    for ax, (name, x) in zip(axes[0], grids.items()):
         x = (
             np.clip(np.asarray(x)[:64, 0], -1, 1)
             .reshape(8, 8, 8, 8)
             .transpose(0, 2, 1, 3)
             .reshape(64, 64)
         )
-        ax.imshow(x, cmap="gray")
+        ax.imshow(x, cmap="gray", vmin=-1, vmax=1)
         ax.set_title(name, fontsize=9)
         ax.axis("off")
     fig.tight_layout()
@@ -245,7 +302,11 @@ def _plot_grids(grids, path):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--ring-steps", type=int, default=8000)
+    p.add_argument("--ve-steps", type=int, default=None, help="VE steps (default --ring-steps)")
     p.add_argument("--digits-steps", type=int, default=3000)
+    p.add_argument("--digits-batch", type=int, default=128)
+    p.add_argument("--probes", type=int, default=1, help="Hutchinson probes K (digits)")
+    p.add_argument("--digit-models", default="vp,ddpm,ncsn", help="digits models to run")
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--width", type=int, default=128)
@@ -266,7 +327,9 @@ def main():
             8,
             200,
         )
+    a.ve_steps = a.ring_steps if a.ve_steps is None else a.ve_steps
     a.models = a.models.split(",")
+    a.digit_models = a.digit_models.split(",")
     results = {"args": vars(a), "backend": jax.default_backend()}
     if a.only in (None, "ring"):
         results["ring"] = ring(a)

@@ -29,6 +29,8 @@ class ScoreSDE(eqx.Module):
         time_sampling: `"uniform"`, `"importance"` or `"lognormal"`.
         objective: `"denoising"`, `"sliced"` or `"implicit"` score matching.
         reduce: `"mean"` or `"sum"` of the per-example loss over the event axes.
+        sigma_data: the data's standard deviation $\sigma_{\rm data}$ of the EDM weighting
+            (pass the same value as to `scoreflow.nn.EDMPrecond`).
     """
 
     sde: AbstractSDE
@@ -38,6 +40,7 @@ class ScoreSDE(eqx.Module):
     time_sampling: str = eqx.field(static=True, default="uniform")
     objective: str = eqx.field(static=True, default="denoising")
     reduce: str = eqx.field(static=True, default="mean")
+    sigma_data: float = eqx.field(static=True, default=0.5)
 
     def __check_init__(self):
         check_choice(self.parameterisation, PARAMETERISATIONS, "parameterisation")
@@ -62,6 +65,7 @@ class ScoreSDE(eqx.Module):
             weighting=self.weighting,
             time_sampling=self.time_sampling,
             reduce=self.reduce,
+            sigma_data=self.sigma_data,
             key=key,
         )
         if self.objective == "denoising":
