@@ -213,6 +213,8 @@ def main(args):
             curve = []
 
             def callback(done, m, tag=tag, curve=curve):
+                if tag == "ffjord" and done % 200 == 0:
+                    print(f"  {tag} {dname} step {done} at {time.strftime('%X')}", flush=True)
                 if mix is None or not args.curve or done % args.curve:
                     return
                 m = tight(m) if tag == "ffjord" else m

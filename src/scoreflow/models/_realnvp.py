@@ -19,6 +19,9 @@ class RealNVP(eqx.Module):
         num_layers: coupling layers.
         width: conditioner hidden width.
         depth: conditioner hidden layers.
+        scale_fn: the couplings' scale, `"softplus"` (default) or `"exp"` (see
+            `scoreflow.bijections.AffineCoupling`).
+        zero_init: start every coupling at the identity (default: random output layer).
         shuffle: random permutations between couplings.
         loc: initial location of the output affine layer (default 0).
         scale: initial scale of the output affine layer (default 1).
@@ -35,6 +38,8 @@ class RealNVP(eqx.Module):
         num_layers: int = 8,
         width: int = 64,
         depth: int = 2,
+        scale_fn: str = "softplus",
+        zero_init: bool = False,
         shuffle: bool = False,
         loc: Float[ArrayLike, " dim"] | None = None,
         scale: Float[ArrayLike, " dim"] | None = None,
@@ -49,6 +54,8 @@ class RealNVP(eqx.Module):
             num_layers=num_layers,
             width=width,
             depth=depth,
+            scale_fn=scale_fn,
+            zero_init=zero_init,
             shuffle=shuffle,
             dtype=dtype,
             key=key,

@@ -374,6 +374,7 @@ def log_likelihood(
     rtol: ScalarLike = 1e-5,
     atol: ScalarLike = 1e-5,
     dt0: float | None = None,
+    stepsize_controller: dfx.AbstractStepSizeController | None = None,
     max_steps: int = 4096,
     time_variable: str = "t",
     trace: str = "exact",
@@ -419,6 +420,9 @@ def log_likelihood(
             recompile).
         atol: absolute tolerance of the PID controller.
         dt0: first step, in units of `time_variable` (default a 64th of the range).
+        stepsize_controller: overrides the default
+            `diffrax.PIDController(rtol, atol, norm=augmented_error_norm)` (then `rtol`
+            and `atol` are unused).
         max_steps: step budget.
         time_variable: what the solver integrates over. `"t"` (default): the SDE's
             time. `"log_snr"`: $\lambda_t = \log(\alpha_t/\sigma_t)$, from
@@ -463,6 +467,7 @@ def log_likelihood(
         rtol=rtol,
         atol=atol,
         dt0=dt0,
+        stepsize_controller=stepsize_controller,
         max_steps=max_steps,
         time_variable=time_variable,
         trace=trace,
@@ -486,6 +491,7 @@ def _log_likelihood(
     rtol,
     atol,
     dt0,
+    stepsize_controller,
     max_steps,
     time_variable,
     trace,
@@ -514,6 +520,7 @@ def _log_likelihood(
         rtol=rtol,
         atol=atol,
         dt0=dt0,
+        stepsize_controller=stepsize_controller,
         max_steps=max_steps,
         adjoint=adjoint,
         throw=throw,
