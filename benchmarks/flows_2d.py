@@ -93,9 +93,9 @@ def datasets(n_train, n_test):
     return out
 
 
-def train(model, data, steps, batch, lr, key, callback=None):
+def train(model, data, steps, batch, lr, key, callback=None, chunk=100):
     opt = optax.adam(optax.cosine_decay_schedule(lr, steps, 0.05))
-    chunk = min(100, steps)
+    chunk = min(chunk, steps)
     # Compile once on a throwaway chunk, then time the real run.
     t0 = time.perf_counter()
     sf.models.fit_maximum_likelihood(
@@ -178,7 +178,14 @@ def main(args):
         log_jac = -jnp.sum(jnp.log(scale))
         key = jr.key(args.seed)
         ours = sf.models.RealNVP(
-            2, num_layers=8, width=args.width, depth=2, dtype=jnp.float32, key=key
+            2,
+            num_layers=8,
+            width=args.width,
+            depth=2,
+            scale_fn=args.scale_fn,
+            zero_init=args.zero_init,
+            dtype=jnp.float32,
+            key=key,
         )
         target = num_params(ours)
         # Shapes only (no eager initialisation) to match the parameter count.
@@ -213,7 +220,7 @@ def main(args):
             curve = []
 
             def callback(done, m, tag=tag, curve=curve):
-                if tag == "ffjord" and done % 200 == 0:
+                if tag == "ffjord" and done % 100 == 0:
                     print(f"  {tag} {dname} step {done} at {time.strftime('%X')}", flush=True)
                 if mix is None or not args.curve or done % args.curve:
                     return
@@ -224,7 +231,14 @@ def main(args):
                 print(f"  {tag} {dname} step {done}: KL ~ {kl_:.4f}", flush=True)
 
             model, losses, compile_s, rate = train(
-                model, std(train_x), steps, batch, lr, jr.key(1), callback
+                model,
+                std(train_x),
+                steps,
+                batch,
+                lr,
+                jr.key(1),
+                callback,
+                chunk=20 if tag == "ffjord" else 100,
             )
             rates[mname] = rate
             if tag == "ffjord":
@@ -245,7 +259,7 @@ def main(args):
                 logp_x,
                 lo,
                 hi,
-                os.path.join(HERE, f"flows_2d_{tag}_{dname}.png"),
+                os.path.join(HERE, f"flows_2d_{tag}_{dname}{args.suffix}.png"),
             )
             row = dict(
                 data=dname,
@@ -287,6 +301,9 @@ if __name__ == "__main__":
     p.add_argument("--ffjord-rtol", type=float, default=1e-5)
     p.add_argument("--ffjord-reg", type=float, default=0.01, help="kinetic = Frobenius weight")
     p.add_argument("--width", type=int, default=64, help="RealNVP conditioner width")
+    p.add_argument("--scale-fn", default="softplus", choices=["softplus", "exp"])
+    p.add_argument("--zero-init", action="store_true", help="RealNVP starts at the identity")
+    p.add_argument("--suffix", default="", help="appended to the PNG names")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--curve", type=int, default=0, help="held-out KL every N steps (mixture)")
     main(p.parse_args())

@@ -41,8 +41,8 @@ class AffineCoupling(AbstractBijection):
     Dhariwal 2018, arXiv:1807.03039, sec. 3.3). A zero output layer also zeroes the
     gradient that reaches the hidden layers at the first step ($\partial L/\partial h =
     W^\top \partial L/\partial u = 0$), so they only start learning once the output
-    layer has moved; measured on the 2-d benchmarks of `benchmarks/flows_2d.py` it
-    trains to a worse likelihood in a fixed budget.
+    layer has moved. (On the 2-d benchmarks of `benchmarks/flows_2d.py` neither choice
+    mattered much; what did is the direction, see `scoreflow.models.RealNVP`.)
 
     Args:
         mask: boolean sequence over the event: `True` entries condition, `False` entries

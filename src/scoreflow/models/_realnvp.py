@@ -3,7 +3,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from .._custom_types import Key
-from ..bijections import Affine, Chain, Flow, StandardNormal
+from ..bijections import Affine, Chain, Flow, Invert, StandardNormal
 from ..bijections import RealNVP as RealNVPBijection
 
 
@@ -13,6 +13,11 @@ class RealNVP(eqx.Module):
     A `Flow` whose bijection maps a standard normal through alternating affine
     couplings (`scoreflow.bijections.RealNVP`) and then an elementwise `Affine` started
     at the data's location and scale (learnable), so the couplings see standardised data.
+    The couplings' forward map $x \odot a + t$ is the *normalising* direction, data to
+    latent, as Dinh et al. define it (their $f: X \to Z$, eqs. 4-5 and 9; flowjax's
+    `coupling_flow` does the same), so sampling applies their inverse. With
+    `scale_fn="exp"` the two directions span the same maps; with the softplus scale they
+    do not, and this is the one Dinh et al.'s likelihood is written for.
 
     Args:
         dim: event size (>= 2).
@@ -60,7 +65,7 @@ class RealNVP(eqx.Module):
             dtype=dtype,
             key=key,
         )
-        self.flow = Flow(StandardNormal((dim,)), Chain([coupling, Affine(loc, scale)]))
+        self.flow = Flow(StandardNormal((dim,)), Chain([Invert(coupling), Affine(loc, scale)]))
 
     def log_prob(self, x: Float[Array, "batch dim"]) -> Float[Array, " batch"]:
         """Exact log-density (change of variables, Dinh et al. 2017, eq. 3)."""
