@@ -6,6 +6,12 @@ Hutchinson with K = 1, 4, 16 Rademacher probes, in float32 and float64, on case 
 (2-d, 8 Gaussians) and case B (16-d, 5 Gaussians) of SOLVER_ACCURACY.md under the VP
 SDE (t_min = 1e-5). Error = mean over 64 points of |log p - log p_{t_min}| / dim.
 
+A second sweep (float64, exact trace) compares the step-size control: the default
+(`augmented_error_norm`, in t), diffrax's joint RMS norm over the whole augmented state
+(the previous default), and the default norm in log-SNR time, on cases A and B under
+the VP SDE and case B under the VE SDE. Writes `likelihood_accuracy.csv`,
+`likelihood_control.csv` and `likelihood_accuracy.png`.
+
     PYTHONPATH=src python benchmarks/likelihood_accuracy.py [--fast]
 """
 
@@ -23,6 +29,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import jax.random as jr  # noqa: E402
 import matplotlib  # noqa: E402
+import optimistix as optx  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -91,6 +98,66 @@ def run(fast: bool):
     return rows
 
 
+def run_control(fast: bool):
+    rtols = [1e-3, 3e-4, 1e-4, 1e-5] if fast else [1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 1e-6]
+    sdes = {"vp": sf.VPSDE(t_min=1e-5), "ve": sf.VESDE(sigma_min=0.01, sigma_max=20.0)}
+    rows = []
+    cases = (("vp", "A", case_a), ("vp", "B", case_b), ("ve", "B", case_b))
+    for sde_name, case_name, make in cases:
+        sde = sdes[sde_name]
+        mixture = make(jnp.float64)
+        noisy = mixture.noised(sde)
+        x = mixture.sample(64, key=jr.key(0))
+        ref = noisy.log_prob(sde.t_min, x)
+        prior = lambda z, noisy=noisy, sde=sde: noisy.log_prob(sde.T, z)
+        for control in ("default (t)", "joint RMS (t)", "default (log-SNR)"):
+            for rtol in rtols:
+                tol = jnp.asarray(rtol)
+                kw = dict(prior_log_prob=prior, rtol=tol, atol=tol, max_steps=16384, throw=False)
+                if control == "joint RMS (t)":
+                    kw["stepsize_controller"] = dfx.PIDController(
+                        rtol=tol, atol=tol, norm=optx.rms_norm
+                    )
+                if control == "default (log-SNR)":
+                    kw["time_variable"] = "log_snr"
+                res = sf.solve.log_likelihood(sde, noisy.score, x, **kw)
+                row = dict(
+                    sde=sde_name,
+                    case=case_name,
+                    control=control,
+                    rtol=rtol,
+                    nfe=int(res.nfe),
+                    rejected=int(res.stats["num_rejected_steps"]),
+                    err_per_dim=float(jnp.mean(jnp.abs(res.log_prob - ref))) / mixture.dim,
+                    ok=bool(res.result == dfx.RESULTS.successful),
+                )
+                rows.append(row)
+                print(row, flush=True)
+    return rows
+
+
+def control_summary(rows):
+    lines = [
+        "| SDE, case | control | best err/dim at NFE ≤ 100 (rtol, NFE) | NFE to reach ≤ 1e-4 |",
+        "|---|---|---|---|",
+    ]
+    keys = []
+    for r in rows:
+        if (r["sde"], r["case"], r["control"]) not in keys:
+            keys.append((r["sde"], r["case"], r["control"]))
+    for sde_name, case, control in keys:
+        sel = [r for r in rows if (r["sde"], r["case"], r["control"]) == (sde_name, case, control)]
+        sel = [r for r in sel if r["ok"]]
+        cheap = [r for r in sel if r["nfe"] <= 100]
+        best = min(cheap, key=lambda r: r["err_per_dim"]) if cheap else None
+        cell = f"{best['err_per_dim']:.1e} ({best['rtol']:g}, {best['nfe']})" if best else "—"
+        good = [r["nfe"] for r in sel if r["err_per_dim"] <= 1e-4]
+        lines.append(
+            f"| {sde_name.upper()}, {case} | {control} | {cell} | {min(good) if good else '—'} |"
+        )
+    return "\n".join(lines)
+
+
 def write(rows, path_csv, path_png):
     with open(path_csv, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -139,6 +206,11 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--fast", action="store_true")
     args = p.parse_args()
+    control = run_control(args.fast)
+    with open(os.path.join(HERE, "likelihood_control.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(control[0]))
+        w.writeheader()
+        w.writerows(control)
     rows = run(args.fast)
     write(
         rows,
@@ -146,3 +218,4 @@ if __name__ == "__main__":
         os.path.join(HERE, "likelihood_accuracy.png"),
     )
     print(summary(rows))
+    print(control_summary(control))

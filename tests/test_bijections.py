@@ -47,6 +47,13 @@ def _coupling(dtype, key):
     return _perturb(b, 1)
 
 
+def _coupling_exp(dtype, key):
+    b = bij.AffineCoupling(
+        [False, True, False], width=8, depth=1, scale_fn="exp", zero_init=True, dtype=dtype, key=key
+    )
+    return _perturb(b, 2)
+
+
 def _realnvp(dtype, key):
     b = bij.RealNVP(DIM, num_layers=2, width=8, depth=1, shuffle=True, dtype=dtype, key=key)
     return _perturb(b, 1)
@@ -61,6 +68,7 @@ BIJECTIONS = {
     "affine": _affine,
     "permute": lambda dtype, key: bij.Permute([2, 0, 1]),
     "coupling": _coupling,
+    "coupling_exp": _coupling_exp,
     "realnvp": _realnvp,
     "chain": lambda dtype, key: bij.Chain(
         [_affine(dtype, key), _coupling(dtype, key), bij.Permute([1, 2, 0])]
@@ -137,6 +145,8 @@ def test_non_invertible_configurations(getkey):
         bij.AffineCoupling([True, True], key=getkey())
     with pytest.raises(ValueError, match="`mask`"):
         bij.AffineCoupling(np.asarray([[True, False]]), key=getkey())
+    with pytest.raises(ValueError, match="scale_fn"):
+        bij.AffineCoupling([True, False], scale_fn="sigmoid", key=getkey())
     with pytest.raises(ValueError, match="`dim`"):
         bij.RealNVP(1, key=getkey())
     net = sf.nn.ConcatSquashMLP(2, 4, 1, key=getkey())

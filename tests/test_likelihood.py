@@ -128,6 +128,23 @@ def test_pf_ode_log_likelihood_is_exact(case, sde_name, exact_cases):
     assert int(res.nfe) > 0 and int(res.nfe) == 6 * int(res.num_steps) + 1
 
 
+def test_pf_ode_log_likelihood_in_log_snr_time(exact_cases):
+    # Integrating in lambda = log(alpha/sigma) rescales the field and the trace by
+    # dt/dlambda: the same log-likelihood as in t, and the analytic one.
+    sde = exact_cases["vp"]
+    mixture = case_a()
+    noisy = mixture.noised(sde)
+    x = mixture.sample(8, key=jr.key(0))
+    kw = dict(prior_log_prob=lambda z: noisy.log_prob(sde.T, z), rtol=1e-8, atol=1e-8)
+    in_lambda = sf.solve.log_likelihood(sde, noisy.score, x, time_variable="log_snr", **kw)
+    in_t = sf.solve.log_likelihood(sde, noisy.score, x, **kw)
+    assert in_lambda.result == dfx.RESULTS.successful
+    np.testing.assert_allclose(in_lambda.log_prob, in_t.log_prob, rtol=0, atol=2e-6)
+    ref = noisy.log_prob(sde.t_min, x)
+    np.testing.assert_allclose(in_lambda.log_prob, ref, rtol=0, atol=1e-6 * mixture.dim)
+    np.testing.assert_allclose(in_lambda.z, in_t.z, rtol=0, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_pf_ode_parameterisation_and_default_prior(exact_cases):
     # An eps-model reads through `Prediction`: the same likelihood as the score.
@@ -157,6 +174,8 @@ def test_bad_input_and_options():
         sf.solve.log_likelihood(sde, noisy.score, jnp.zeros(2))
     with pytest.raises(ValueError, match="parameterisation"):
         sf.solve.log_likelihood(sde, noisy.score, x, parameterisation="noise")
+    with pytest.raises(ValueError, match="time_variable"):
+        sf.solve.log_likelihood(sde, noisy.score, x, time_variable="sigma")
     with pytest.raises(ValueError, match="non-finite"):
         sf.solve.log_likelihood(sde, noisy.score, x.at[1, 0].set(jnp.nan))
 

@@ -4,6 +4,8 @@ Kept deliberately small: `scoreflow.train.fit` (the training issue) supersedes i
 trains the same modules through the same `loss(x, *, key)` interface.
 """
 
+from collections.abc import Callable
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -22,6 +24,7 @@ def fit_maximum_likelihood(
     num_steps: int,
     batch_size: int,
     steps_per_call: int = 100,
+    callback: Callable[[int, eqx.Module], None] | None = None,
     key: Key,
 ) -> tuple[eqx.Module, Float[Array, " num_steps"]]:
     """Minimise `model.loss(batch, key=...)` over random minibatches of `data`.
@@ -36,6 +39,8 @@ def fit_maximum_likelihood(
         num_steps: total optimiser steps (rounded up to a multiple of `steps_per_call`).
         batch_size: minibatch size (sampled with replacement).
         steps_per_call: steps per jitted chunk.
+        callback: called as `callback(steps_done, model)` after every chunk (outside
+            `jit`), e.g. to evaluate held-out likelihood during training.
         key: PRNG key.
 
     Returns:
@@ -72,7 +77,9 @@ def fit_maximum_likelihood(
         return params, opt_state, losses
 
     losses = []
-    for k in jr.split(key, -(-num_steps // steps_per_call)):
+    for i, k in enumerate(jr.split(key, -(-num_steps // steps_per_call))):
         params, opt_state, chunk_losses = chunk(params, opt_state, k)
         losses.append(chunk_losses)
+        if callback is not None:
+            callback((i + 1) * steps_per_call, eqx.combine(params, static))
     return eqx.combine(params, static), jnp.concatenate(losses)

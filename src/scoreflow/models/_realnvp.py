@@ -3,7 +3,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from .._custom_types import Key
-from ..bijections import Affine, Chain, Flow, StandardNormal
+from ..bijections import Affine, Chain, Flow, Invert, StandardNormal
 from ..bijections import RealNVP as RealNVPBijection
 
 
@@ -13,12 +13,20 @@ class RealNVP(eqx.Module):
     A `Flow` whose bijection maps a standard normal through alternating affine
     couplings (`scoreflow.bijections.RealNVP`) and then an elementwise `Affine` started
     at the data's location and scale (learnable), so the couplings see standardised data.
+    The couplings' forward map $x \odot a + t$ is the *normalising* direction, data to
+    latent, as Dinh et al. define it (their $f: X \to Z$, eqs. 4-5 and 9; flowjax's
+    `coupling_flow` does the same), so sampling applies their inverse. With
+    `scale_fn="exp"` the two directions span the same maps; with the softplus scale they
+    do not, and this is the one Dinh et al.'s likelihood is written for.
 
     Args:
         dim: event size (>= 2).
         num_layers: coupling layers.
         width: conditioner hidden width.
         depth: conditioner hidden layers.
+        scale_fn: the couplings' scale, `"softplus"` (default) or `"exp"` (see
+            `scoreflow.bijections.AffineCoupling`).
+        zero_init: start every coupling at the identity (default: random output layer).
         shuffle: random permutations between couplings.
         loc: initial location of the output affine layer (default 0).
         scale: initial scale of the output affine layer (default 1).
@@ -35,6 +43,8 @@ class RealNVP(eqx.Module):
         num_layers: int = 8,
         width: int = 64,
         depth: int = 2,
+        scale_fn: str = "softplus",
+        zero_init: bool = False,
         shuffle: bool = False,
         loc: Float[ArrayLike, " dim"] | None = None,
         scale: Float[ArrayLike, " dim"] | None = None,
@@ -49,11 +59,13 @@ class RealNVP(eqx.Module):
             num_layers=num_layers,
             width=width,
             depth=depth,
+            scale_fn=scale_fn,
+            zero_init=zero_init,
             shuffle=shuffle,
             dtype=dtype,
             key=key,
         )
-        self.flow = Flow(StandardNormal((dim,)), Chain([coupling, Affine(loc, scale)]))
+        self.flow = Flow(StandardNormal((dim,)), Chain([Invert(coupling), Affine(loc, scale)]))
 
     def log_prob(self, x: Float[Array, "batch dim"]) -> Float[Array, " batch"]:
         """Exact log-density (change of variables, Dinh et al. 2017, eq. 3)."""

@@ -21,6 +21,7 @@ from ._likelihood import AugmentedDynamics as AugmentedDynamics
 from ._likelihood import AugmentedState as AugmentedState
 from ._likelihood import FlowSolution as FlowSolution
 from ._likelihood import LikelihoodResult as LikelihoodResult
+from ._likelihood import augmented_error_norm as augmented_error_norm
 from ._likelihood import log_likelihood as log_likelihood
 from ._likelihood import solve_augmented as solve_augmented
 from ._predictor_corrector import LangevinCorrector as LangevinCorrector
