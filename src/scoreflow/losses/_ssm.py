@@ -53,6 +53,38 @@ def _probe(key, shape, dtype, probe):
     return jr.normal(key, shape, dtype)
 
 
+def _prepare(
+    model,
+    sde,
+    x,
+    parameterisation,
+    probe,
+    weighting,
+    time_sampling,
+    reduce,
+    count,
+    count_name,
+    sigma_data,
+    p_mean,
+    p_std,
+    key,
+):
+    # The checks and set-up both trace-based losses share: noisy batch, weights, the
+    # model read as a score, and the key left for the probes.
+    check_choice(parameterisation, PARAMETERISATIONS, "parameterisation")
+    check_choice(probe, PROBES, "probe")
+    check_choice(weighting, WEIGHTINGS, "weighting")
+    check_choice(time_sampling, TIME_SAMPLINGS, "time_sampling")
+    check_choice(reduce, REDUCTIONS, "reduce")
+    check_batch(x)
+    if count < 1:
+        raise ValueError(f"`{count_name}` must be a positive int, got {count}.")
+    sde = None if sde is None else stop(sde)
+    k_noise, k_v = jr.split(key)
+    t, xt, w = _noisy_batch(sde, x, time_sampling, weighting, sigma_data, p_mean, p_std, k_noise)
+    return t, xt, w, _score_fn(model, sde, parameterisation), k_v
+
+
 def _finish(per_example, w, x, reduce):
     d = x[0].size
     per = per_example / d if reduce == "mean" else per_example
@@ -110,19 +142,23 @@ def implicit_score_matching(
     Returns:
         The scalar loss.
     """
-    check_choice(parameterisation, PARAMETERISATIONS, "parameterisation")
     check_choice(trace, TRACES, "trace")
-    check_choice(probe, PROBES, "probe")
-    check_choice(weighting, WEIGHTINGS, "weighting")
-    check_choice(time_sampling, TIME_SAMPLINGS, "time_sampling")
-    check_choice(reduce, REDUCTIONS, "reduce")
-    check_batch(x)
-    if num_probes < 1:
-        raise ValueError(f"`num_probes` must be a positive int, got {num_probes}.")
-    sde = None if sde is None else stop(sde)
-    k_noise, k_v = jr.split(key)
-    t, xt, w = _noisy_batch(sde, x, time_sampling, weighting, sigma_data, p_mean, p_std, k_noise)
-    score = _score_fn(model, sde, parameterisation)
+    t, xt, w, score, k_v = _prepare(
+        model,
+        sde,
+        x,
+        parameterisation,
+        probe,
+        weighting,
+        time_sampling,
+        reduce,
+        num_probes,
+        "num_probes",
+        sigma_data,
+        p_mean,
+        p_std,
+        key,
+    )
 
     def one(t, x, k):
         s_fn = lambda y: score(t, y)
@@ -185,18 +221,22 @@ def sliced_score_matching(
     Returns:
         The scalar loss.
     """
-    check_choice(parameterisation, PARAMETERISATIONS, "parameterisation")
-    check_choice(probe, PROBES, "probe")
-    check_choice(weighting, WEIGHTINGS, "weighting")
-    check_choice(time_sampling, TIME_SAMPLINGS, "time_sampling")
-    check_choice(reduce, REDUCTIONS, "reduce")
-    check_batch(x)
-    if num_slices < 1:
-        raise ValueError(f"`num_slices` must be a positive int, got {num_slices}.")
-    sde = None if sde is None else stop(sde)
-    k_noise, k_v = jr.split(key)
-    t, xt, w = _noisy_batch(sde, x, time_sampling, weighting, sigma_data, p_mean, p_std, k_noise)
-    score = _score_fn(model, sde, parameterisation)
+    t, xt, w, score, k_v = _prepare(
+        model,
+        sde,
+        x,
+        parameterisation,
+        probe,
+        weighting,
+        time_sampling,
+        reduce,
+        num_slices,
+        "num_slices",
+        sigma_data,
+        p_mean,
+        p_std,
+        key,
+    )
 
     def one(t, x, k):
         s_fn = lambda y: score(t, y)
