@@ -19,11 +19,11 @@ class _Field(eqx.Module):
 
 
 class CNF(AbstractBijection):
-    r"""Continuous normalizing flow: the time-`t1` flow map of $dz/dt = f_\theta(t, z)$.
+    r"""Continuous normalizing flow: the time-`t1` flow map of $dz/dt = f_{\theta}(t, z)$.
 
     $T(z) = z(t_1)$ with $z(t_0) = z$, and
     $\log|\det \partial T/\partial z| = \int_{t_0}^{t_1} \operatorname{tr}\,
-    \partial f_\theta/\partial z\,dt$ (instantaneous change of variables, Chen et al.
+    \partial f_{\theta}/\partial z\,dt$ (instantaneous change of variables, Chen et al.
     2018, arXiv:1806.07366, eq. 4), computed by one diffrax solve of
     `scoreflow.solve.AugmentedDynamics` (FFJORD, Grathwohl et al. 2019,
     arXiv:1810.01367, eq. 4 and the Hutchinson estimator of eq. 7). The inverse solves

@@ -25,7 +25,7 @@ def check_batch(x):
 
 
 def score_weight(sde: AbstractSDE, t, weighting: str, sigma_data):
-    r"""The weight $\lambda(t)$ multiplying $\|s_\theta - \nabla\log p\|^2$ (score space)."""
+    r"""The weight $\lambda(t)$ multiplying $\|s_{\theta} - \nabla\log p\|^2$ (score space)."""
     alpha, sigma = sde.marginal(t)
     if weighting == "sigma2":
         return sigma**2

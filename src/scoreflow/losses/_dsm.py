@@ -40,7 +40,7 @@ def denoising_score_matching(
     With $t$ drawn by `time_sampling`, $\varepsilon \sim N(0, I)$ and
     $x_t = \alpha_t x_0 + \sigma_t\varepsilon$, the loss is
 
-    $$\mathbb{E}\,\lambda(t)\,\|s_\theta(t, x_t) - \nabla\log p(x_t \mid x_0)\|^2,
+    $$\mathbb{E}\,\lambda(t)\,\|s_{\theta}(t, x_t) - \nabla\log p(x_t \mid x_0)\|^2,
     \qquad \nabla\log p(x_t\mid x_0) = -\varepsilon/\sigma_t$$
 
     (Song et al. 2021, arXiv:2011.13456, eq. 7). It is evaluated in the network's own
@@ -166,7 +166,7 @@ def ncsn_loss(
     r"""Noise-conditional score matching on a ladder (Song & Ermon 2019, arXiv:1907.05600, eq. 6).
 
     $\sigma \sim U\{\sigma_1,\dots,\sigma_L\}$, $\tilde x = x + \sigma z$, loss
-    $\sigma^2\|s_\theta(\sigma, \tilde x) + z/\sigma\|^2$ ($\lambda(\sigma) = \sigma^2$).
+    $\sigma^2\|s_{\theta}(\sigma, \tilde x) + z/\sigma\|^2$ ($\lambda(\sigma) = \sigma^2$).
     The network receives the noise level $\sigma$ as its first argument and predicts
     the score.
 

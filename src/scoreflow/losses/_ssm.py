@@ -110,10 +110,10 @@ def implicit_score_matching(
 ) -> Scalar:
     r"""Implicit score matching (Hyvärinen 2005, JMLR 6, eq. 4).
 
-    $\mathbb{E}\,\lambda(t)\,[\|s_\theta(t, x_t)\|^2 + 2\operatorname{tr}\nabla_x
-    s_\theta(t, x_t)]$ on samples $x_t$ of the noisy marginal (or on `x` itself when
+    $\mathbb{E}\,\lambda(t)\,[\|s_{\theta}(t, x_t)\|^2 + 2\operatorname{tr}\nabla_x
+    s_{\theta}(t, x_t)]$ on samples $x_t$ of the noisy marginal (or on `x` itself when
     `sde` is `None`). Integration by parts makes it equal to
-    $\mathbb{E}\,\lambda\|s_\theta - \nabla\log p_t\|^2$ up to a constant, and
+    $\mathbb{E}\,\lambda\|s_{\theta} - \nabla\log p_t\|^2$ up to a constant, and
     therefore to `denoising_score_matching` with the same weighting up to the constant
     $\mathbb{E}\,\lambda(t) d/\sigma_t^2$ (per event element with `reduce="mean"`).
 
@@ -195,9 +195,9 @@ def sliced_score_matching(
 ) -> Scalar:
     r"""Sliced score matching (Song, Garg, Shi & Ermon 2019, arXiv:1905.07088, eq. 8).
 
-    $\mathbb{E}\,\lambda(t)\,[2 v^\top\nabla_x s_\theta\,v + (v^\top s_\theta)^2]$ with
+    $\mathbb{E}\,\lambda(t)\,[2 v^\top\nabla_x s_{\theta}\,v + (v^\top s_{\theta})^2]$ with
     random projections $v$, $\mathbb{E}[vv^\top] = I$; with `variance_reduction` the
-    second term is replaced by its expectation $\|s_\theta\|^2$ (SSM-VR, eq. 9). Both are
+    second term is replaced by its expectation $\|s_{\theta}\|^2$ (SSM-VR, eq. 9). Both are
     unbiased for `implicit_score_matching`'s objective (the factor 2 keeps the scale
     of `denoising_score_matching`), at the cost of one Jacobian-vector product per
     slice, so they scale to any dimension.

@@ -17,7 +17,7 @@ class FFJORD(eqx.Module):
 
     Grathwohl et al. 2019 ("FFJORD: Free-form Continuous Dynamics for Scalable
     Reversible Generative Models", arXiv:1810.01367). Data $x = \mu + s \odot z(t_1)$
-    where $z$ solves $dz/dt = f_\theta(t, z)$ from $z(0) \sim N(0, I)$, $f_\theta$ a
+    where $z$ solves $dz/dt = f_{\theta}(t, z)$ from $z(0) \sim N(0, I)$, $f_{\theta}$ a
     ConcatSquash MLP; $\log p(x)$ by the instantaneous change of variables (eq. 4) with an
     exact or Hutchinson trace (eq. 7). The loss optionally adds the kinetic-energy and
     Jacobian-Frobenius regularisers of Finlay et al. 2020 (arXiv:2002.02798, eq. 7),

@@ -34,7 +34,7 @@ def ladder_sde(sigmas) -> VESDE:
 class NCSN(eqx.Module):
     r"""Noise-conditional score network (Song & Ermon 2019, arXiv:1907.05600).
 
-    A score network $s_\theta(\sigma, x)$ trained on a ladder of noise levels with
+    A score network $s_{\theta}(\sigma, x)$ trained on a ladder of noise levels with
     `scoreflow.losses.ncsn_loss` (eq. 6, $\lambda(\sigma) = \sigma^2$) and sampled by
     annealed Langevin dynamics (Algorithm 1) through `scoreflow.solve.annealed_langevin`
     (Euler–Maruyama on `scoreflow.sde.langevin_terms` at each level), with the final
@@ -85,7 +85,7 @@ class NCSN(eqx.Module):
             shape: `(batch, *event)`.
             steps_per_level: $T$.
             step_size: $\epsilon$.
-            denoise: finish with $x + \sigma_L^2 s_\theta(\sigma_L, x)$.
+            denoise: finish with $x + \sigma_L^2 s_{\theta}(\sigma_L, x)$.
             dtype: floating dtype.
             key: PRNG key.
 

@@ -55,7 +55,7 @@ class ScoreSDE(eqx.Module):
         return Prediction(self.sde, self.network, self.parameterisation)
 
     def score(self, t, x: Float[Array, "..."]) -> Float[Array, "..."]:
-        r"""$s_\theta(t, x) \approx \nabla_x \log p_t(x)$ on one example."""
+        r"""$s_{\theta}(t, x) \approx \nabla_x \log p_t(x)$ on one example."""
         return self.prediction.score(t, x)
 
     def loss(self, x: Float[Array, "batch ..."], *, key: Key) -> Scalar:

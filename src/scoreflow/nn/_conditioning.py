@@ -25,7 +25,7 @@ class LogNoiseLevel(eqx.Module):
 
 
 class ScaledScore(eqx.Module):
-    r"""NCSNv2's output scaling $s_\theta(\sigma, x) = F(\log\sigma, x)/\sigma$.
+    r"""NCSNv2's output scaling $s_{\theta}(\sigma, x) = F(\log\sigma, x)/\sigma$.
 
     Song & Ermon 2020 (arXiv:2006.09011, technique 3): the score norm grows as
     $1/\sigma$, so the raw network only predicts a unit-scale direction.

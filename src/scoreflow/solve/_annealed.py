@@ -124,7 +124,7 @@ def annealed_langevin(
     For each level $i = 1, \dots, L$ of the ladder (times $t_1 > \dots > t_L$), run
     `steps_per_level` $= T$ steps of Langevin dynamics on the noisy marginal
     $p_{t_i}$ with step $\alpha_i = \epsilon\,\sigma_{t_i}^2/\sigma_{t_L}^2$:
-    $x \leftarrow x + \tfrac{\alpha_i}{2} s_\theta(t_i, x) + \sqrt{\alpha_i}\,z$. With
+    $x \leftarrow x + \tfrac{\alpha_i}{2} s_{\theta}(t_i, x) + \sqrt{\alpha_i}\,z$. With
     $\alpha_i \propto \sigma_i^2$ the signal-to-noise ratio of the update is the same at
     every level (sec. 4.3). Each level is Euler–Maruyama on
     `scoreflow.sde.langevin_terms` over a `GridBrownianPath`; $\sigma_t$ is the SDE's

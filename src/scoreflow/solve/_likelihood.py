@@ -386,7 +386,7 @@ def log_likelihood(
 ) -> LikelihoodResult:
     r"""Log-likelihood of a score model by its probability-flow ODE.
 
-    Solves the probability-flow ODE $dx/dt = f(t)x - \tfrac12 g(t)^2 s_\theta(t, x)$
+    Solves the probability-flow ODE $dx/dt = f(t)x - \tfrac12 g(t)^2 s_{\theta}(t, x)$
     (Song et al. 2021, arXiv:2011.13456, eq. 13; the vector field is
     `scoreflow.sde.probability_flow_term` read through `Prediction(...).score`) from
     `t_min` up to `T`, augmented with the instantaneous change of variables (Chen et al.
@@ -429,7 +429,7 @@ def log_likelihood(
             $\lambda_{t_{\min}}$ down to $\lambda_T$; the vector field and the trace
             are both multiplied by $dt/d\lambda$ (`sde.t_from_log_snr`), so the
             likelihood is the same up to solver error. In $\lambda$ the probability
-            flow of a VP SDE is $dx/d\lambda = \sigma^2 (x + s_\theta)$ (the variable of
+            flow of a VP SDE is $dx/d\lambda = \sigma^2 (x + s_{\theta})$ (the variable of
             the exponential integrators, Lu et al. 2022, arXiv:2206.00927), bounded where
             the score of concentrated data varies on the scale of $\sigma$. Measured on
             the exact-score mixtures (`benchmarks/RESULTS.md`), it needs *more*

@@ -29,13 +29,13 @@ from ._sample import SampleResult, evals_per_step
 class LangevinCorrector(eqx.Module):
     r"""The Langevin corrector of Song et al. 2021 (arXiv:2011.13456, Algorithms 4–5).
 
-    At time $t$, `num_steps` updates $x \leftarrow x + \epsilon\,s_\theta(t, x) +
+    At time $t$, `num_steps` updates $x \leftarrow x + \epsilon\,s_{\theta}(t, x) +
     \sqrt{2\epsilon}\,z$ with the signal-to-noise step rule
-    $\epsilon = 2 a\,(r\,\lVert z\rVert / \lVert s_\theta(t, x)\rVert)^2$, where $r$ is
+    $\epsilon = 2 a\,(r\,\lVert z\rVert / \lVert s_{\theta}(t, x)\rVert)^2$, where $r$ is
     `snr` and $a$ is $1$ for variance-exploding SDEs and
     $\alpha_{t'}^2/\alpha_{t}^2 = 1 - \beta$ for the step $t \to t'$ just taken
     (Algorithm 5's $\alpha_i$). As in the authors' code, $\lVert z\rVert$ and
-    $\lVert s_\theta\rVert$ are per-example norms averaged over the batch, so one
+    $\lVert s_{\theta}\rVert$ are per-example norms averaged over the batch, so one
     $\epsilon$ serves the whole batch: per-example norms would give huge steps to any
     sample sitting near a mode of $p_t$, where the score vanishes, which in low
     dimension happens to many samples. The step then depends on the batch it is run

@@ -43,7 +43,7 @@ class ExponentialAdamsPC(AbstractDiffusionSolver, dfx.AbstractAdaptiveSolver):
     $D + (x - x^p)/\alpha_{t_{\min}}$, the first-order Taylor expansion of the
     denoiser at the corrected point $x$, whose Jacobian is
     $(I + \sigma^2\nabla^2\log p)/\alpha \to I/\alpha$ as $\sigma_{t_{\min}} \to 0$
-    (error $O(\sigma_{t_{\min}}^2 |x - x^p|)$). The evaluations are one per step plus
+    (error $O(\sigma_{t_{\min}}^2 \lVert x - x^p\rVert)$). The evaluations are one per step plus
     one at the start (`evals_per_step = (1, 1)`), and no more for the final denoise.
 
     Args:
