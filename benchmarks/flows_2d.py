@@ -65,13 +65,13 @@ def num_params(model):
     )
 
 
-def flowjax_flow(key, width):
+def flowjax_flow(key, width, layers=8):
     return FlowjaxModel(
         coupling_flow(
             key,
             base_dist=Normal(jnp.zeros(2)),
             transformer=FJAffine(),
-            flow_layers=8,
+            flow_layers=layers,
             nn_width=width,
             nn_depth=2,
         )
@@ -93,8 +93,10 @@ def datasets(n_train, n_test):
     return out
 
 
-def train(model, data, steps, batch, lr, key, callback=None, chunk=100):
+def train(model, data, steps, batch, lr, key, callback=None, chunk=100, clip=None):
     opt = optax.adam(optax.cosine_decay_schedule(lr, steps, 0.05))
+    if clip:
+        opt = optax.chain(optax.clip_by_global_norm(clip), opt)
     chunk = min(chunk, steps)
     # Compile once on a throwaway chunk, then time the real run.
     t0 = time.perf_counter()
@@ -179,7 +181,7 @@ def main(args):
         key = jr.key(args.seed)
         ours = sf.models.RealNVP(
             2,
-            num_layers=8,
+            num_layers=args.layers,
             width=args.width,
             depth=2,
             scale_fn=args.scale_fn,
@@ -191,13 +193,16 @@ def main(args):
         # Shapes only (no eager initialisation) to match the parameter count.
         width = min(
             range(8, 512),
-            key=lambda w: abs(num_params(eqx.filter_eval_shape(flowjax_flow, key, w)) - target),
+            key=lambda w: abs(
+                num_params(eqx.filter_eval_shape(flowjax_flow, key, w, args.layers)) - target
+            ),
         )
-        theirs = flowjax_flow(key, width)
+        theirs = flowjax_flow(key, width, args.layers)
         ffjord = sf.models.FFJORD(
             2,
-            width=64,
+            width=args.ffjord_width,
             depth=3,
+            activation={"softplus": jax.nn.softplus, "tanh": jnp.tanh}[args.ffjord_activation],
             trace="exact",
             rtol=args.ffjord_rtol,
             atol=args.ffjord_rtol,
@@ -209,7 +214,7 @@ def main(args):
         models = {
             "RealNVP (scoreflow)": ("realnvp", ours, steps_cpl, 1e-3),
             "affine coupling (flowjax)": ("flowjax", theirs, steps_cpl, 1e-3),
-            "FFJORD (scoreflow)": ("ffjord", ffjord, steps_ffjord, 3e-3),
+            "FFJORD (scoreflow)": ("ffjord", ffjord, steps_ffjord, args.ffjord_lr),
         }
         rates = {}
         for mname, (tag, model, steps, lr) in models.items():
@@ -239,6 +244,7 @@ def main(args):
                 jr.key(1),
                 callback,
                 chunk=20 if tag == "ffjord" else 100,
+                clip=args.ffjord_clip if tag == "ffjord" else None,
             )
             rates[mname] = rate
             if tag == "ffjord":
@@ -252,16 +258,18 @@ def main(args):
             samples = eqx.filter_jit(lambda m, k: m.sample((4000, 2), key=k))(model, jr.key(2))
             samples = samples * scale[None, :] + loc[None, :]
             lo, hi = (-7.0, 7.0) if dname == "mixture" else (-1.8, 2.8)
-            plot(
-                mname,
-                train_x,
-                samples,
-                logp_x,
-                lo,
-                hi,
-                os.path.join(HERE, f"flows_2d_{tag}_{dname}{args.suffix}.png"),
-            )
+            if not args.no_png:
+                plot(
+                    mname,
+                    train_x,
+                    samples,
+                    logp_x,
+                    lo,
+                    hi,
+                    os.path.join(HERE, f"flows_2d_{tag}_{dname}{args.suffix}.png"),
+                )
             row = dict(
+                seed=args.seed,
                 data=dname,
                 model=mname,
                 params=num_params(model),
@@ -279,14 +287,49 @@ def main(args):
         if len(rates) >= 2 and "RealNVP (scoreflow)" in rates:
             ratio = rates["RealNVP (scoreflow)"] / rates["affine coupling (flowjax)"]
             print(f"{dname}: RealNVP/flowjax steps/s ratio = {ratio:.2f}", flush=True)
+    return results
+
+
+def table(results):
     if results:
-        print("| data | model | params | steps | test NLL | KL(data‖model) | steps/s | compile s |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(
+            "| data | model | seed | params | steps | test NLL | KL(data‖model) | steps/s "
+            "| compile s |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
         for r in results:
             print(
-                f"| {r['data']} | {r['model']} | {r['params']} | {r['steps']} | {r['test_nll']} | "
+                f"| {r['data']} | {r['model']} | {r['seed']} | {r['params']} | {r['steps']} | "
+                f"{r['test_nll']} | "
                 f"{r['kl']} | {r['steps_per_s']} | {r['compile_s']} |"
             )
+
+
+def paired(results):
+    """RealNVP minus flowjax test NLL per seed: mean and standard error over seeds."""
+    for dname in dict.fromkeys(r["data"] for r in results):
+        by = {}
+        for r in results:
+            if r["data"] == dname:
+                by.setdefault(r["seed"], {})[r["model"]] = r
+        rows = [
+            (s, m["RealNVP (scoreflow)"], m["affine coupling (flowjax)"])
+            for s, m in by.items()
+            if len(m) >= 2 and "RealNVP (scoreflow)" in m and "affine coupling (flowjax)" in m
+        ]
+        if len(rows) < 2:
+            continue
+        d = np.array([a["test_nll"] - b["test_nll"] for _, a, b in rows])
+        rate = np.array([a["steps_per_s"] / b["steps_per_s"] for _, a, b in rows])
+        print(f"{dname}: per-seed NLL difference (RealNVP - flowjax):")
+        for (s, a, b), di in zip(rows, d):
+            print(f"  seed {s}: {a['test_nll']:.4f} - {b['test_nll']:.4f} = {di:+.4f}")
+        print(
+            f"{dname}: mean {d.mean():+.4f} +- {d.std(ddof=1) / np.sqrt(d.size):.4f} (s.e.) "
+            f"over {d.size} seeds; RealNVP better on {int((d < 0).sum())}; "
+            f"steps/s ratio median {np.median(rate):.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
@@ -299,11 +342,25 @@ if __name__ == "__main__":
     # Grathwohl et al. train at 1e-5: at 1e-3 FFJORD learnt to exploit the solver's
     # error on two moons (training loss -800 nats, test NLL +278).
     p.add_argument("--ffjord-rtol", type=float, default=1e-5)
+    p.add_argument("--ffjord-lr", type=float, default=3e-3, help="peak of the cosine decay")
+    p.add_argument("--ffjord-clip", type=float, default=None, help="global gradient-norm clip")
+    p.add_argument("--ffjord-width", type=int, default=64)
+    p.add_argument("--ffjord-activation", default="softplus", choices=["softplus", "tanh"])
     p.add_argument("--ffjord-reg", type=float, default=0.01, help="kinetic = Frobenius weight")
     p.add_argument("--width", type=int, default=64, help="RealNVP conditioner width")
     p.add_argument("--scale-fn", default="softplus", choices=["softplus", "exp"])
     p.add_argument("--zero-init", action="store_true", help="RealNVP starts at the identity")
     p.add_argument("--suffix", default="", help="appended to the PNG names")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="repeat over these seeds (paired)"
+    )
+    p.add_argument("--layers", type=int, default=8, help="coupling layers (both flows)")
+    p.add_argument("--no-png", action="store_true")
     p.add_argument("--curve", type=int, default=0, help="held-out KL every N steps (mixture)")
-    main(p.parse_args())
+    args = p.parse_args()
+    results = []
+    for seed in args.seeds or [args.seed]:
+        results += main(argparse.Namespace(**{**vars(args), "seed": seed}))
+    table(results)
+    paired(results)
