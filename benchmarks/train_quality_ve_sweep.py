@@ -8,6 +8,7 @@ points (key 1); same data, seeds, network size and optimiser as train_quality.py
 """
 
 import json
+import os
 import sys
 import time
 
@@ -28,59 +29,29 @@ tm = float(sys.argv[3]) if len(sys.argv) > 3 else 1e-5
 sde = sf.VESDE(sigma_min=0.01, sigma_max=20.0, t_min=tm)
 sd = float(jnp.std(x))
 kw = {}
-if variant == "edm":
-    net = nn.EDMPrecond(
-        sde,
-        nn.TimeMLP(
-            (2,),
-            width=128,
-            depth=3,
-            embedding_scale=float(__import__("os").environ.get("ES", 4.0)),
-            key=jr.key(2),
-        ),
-        sigma_data=sd,
+
+
+def edm_net():
+    """EDM preconditioning around the TimeMLP every EDM variant shares."""
+    mlp = nn.TimeMLP(
+        (2,), width=128, depth=3, embedding_scale=float(os.environ.get("ES", 4.0)), key=jr.key(2)
     )
+    return nn.EDMPrecond(sde, mlp, sigma_data=sd)
+
+
+if variant == "edm":
+    net = edm_net()
     m = models.ScoreSDE(sde, net, parameterisation="x0", weighting="edm", sigma_data=sd)
 elif variant == "edm_s2":
-    net = nn.EDMPrecond(
-        sde,
-        nn.TimeMLP(
-            (2,),
-            width=128,
-            depth=3,
-            embedding_scale=float(__import__("os").environ.get("ES", 4.0)),
-            key=jr.key(2),
-        ),
-        sigma_data=sd,
-    )
+    net = edm_net()
     m = models.ScoreSDE(sde, net, parameterisation="x0", weighting="sigma2")
 elif variant == "edm_lik":
-    net = nn.EDMPrecond(
-        sde,
-        nn.TimeMLP(
-            (2,),
-            width=128,
-            depth=3,
-            embedding_scale=float(__import__("os").environ.get("ES", 4.0)),
-            key=jr.key(2),
-        ),
-        sigma_data=sd,
-    )
+    net = edm_net()
     m = models.ScoreSDE(
         sde, net, parameterisation="x0", weighting="likelihood", time_sampling="importance"
     )
 elif variant == "edm_ln":
-    net = nn.EDMPrecond(
-        sde,
-        nn.TimeMLP(
-            (2,),
-            width=128,
-            depth=3,
-            embedding_scale=float(__import__("os").environ.get("ES", 4.0)),
-            key=jr.key(2),
-        ),
-        sigma_data=sd,
-    )
+    net = edm_net()
     m = models.ScoreSDE(
         sde, net, parameterisation="x0", weighting="edm", sigma_data=sd, time_sampling="lognormal"
     )
