@@ -1,16 +1,32 @@
-"""Shared test fixtures: the SDE registry and the mixtures of SOLVER_ACCURACY.md."""
+"""Shared test helpers: the SDE registry, the mixtures of SOLVER_ACCURACY.md, comparisons."""
 
+import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 import scoreflow as sf
 
+# Every SDE of `scoreflow.sde`; the SDE tests run on each.
 SDES = {
     "vp": lambda: sf.VPSDE(),
     "subvp": lambda: sf.SubVPSDE(),
     "ve": lambda: sf.VESDE(sigma_min=0.01, sigma_max=20.0),
     "edm": lambda: sf.EDMSDE(),
+    "discrete_vp": lambda: sf.sde.DiscreteVPSDE(sf.sde.linear_betas(100, 1e-3, 0.1)),
 }
+
+
+def tree_allclose(a, b, *, rtol=1e-7, atol=0.0) -> bool:
+    """Whether two pytrees have the same structure and allclose array leaves."""
+    la, ta = jax.tree_util.tree_flatten(eqx.filter(a, eqx.is_array))
+    lb, tb = jax.tree_util.tree_flatten(eqx.filter(b, eqx.is_array))
+    if ta != tb:
+        return False
+    return all(
+        x.shape == y.shape and np.allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+        for x, y in zip(la, lb)
+    )
 
 
 def case_a(dtype=jnp.float64, weights=None):

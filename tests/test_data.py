@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
+import scoreflow as sf
 from scoreflow import data
 from scoreflow.cli import main
 
@@ -44,17 +45,22 @@ def test_digits_split_and_scale():
     perm = np.random.default_rng(0).permutation(n)
     assert_allclose(np.asarray(test)[:, 0], 2 * (raw[perm[n - 359 :]] + 0.5) / 17 - 1, rtol=1e-6)
     assert raw.shape == (1797, 8, 8) and raw.max() == 16
-    deq = data.digits("train", dequantise_key=jr.key(0))
-    # Dequantised pixels stay inside their bin: y = 2 (k + u) / 17 - 1, u in [0, 1).
-    k = np.floor((np.asarray(deq) + 1) * 17 / 2)
-    np.testing.assert_array_equal(k, np.floor((np.asarray(train) + 1) * 17 / 2))
+    # The integers behind the same split are what bits/dim dequantises.
+    ints = data.digits_raw("test")
+    assert ints.shape == (359, 1, 8, 8) and jnp.issubdtype(ints.dtype, jnp.integer)
+    np.testing.assert_array_equal(np.asarray(ints)[:, 0], raw[perm[n - 359 :]])
+    with pytest.raises(ValueError, match="`split`"):
+        data.digits_raw("validation")
 
 
 def test_digits_bits_per_dim_of_uniform_density():
     # The uniform density on [-1, 1]^64 has log p_y = -64 log 2; in the pixel bins it is
-    # uniform over 17 levels: log2(17) bits per dimension.
-    bpd = data.digits_bits_per_dim(jnp.asarray(-64 * np.log(2.0)))
-    assert_allclose(bpd, np.log2(17), rtol=1e-12)
+    # uniform over 17 levels: log2(17) bits per dimension, through the one dequantiser.
+    uniform = lambda y, *, key: jnp.full(y.shape[:1], -64 * np.log(2.0))
+    res = sf.metrics.bits_per_dim(
+        uniform, data.digits_raw("test")[:4], levels=data.DIGITS_LEVELS, key=jr.key(0)
+    )
+    assert_allclose(res.bits_per_dim, np.log2(17), rtol=1e-12)
 
 
 def test_load_array(tmp_path):

@@ -8,6 +8,7 @@ import jax.random as jr
 import numpy as np
 import pytest
 import scipy.linalg
+from jaxtyping import TypeCheckError
 
 import scoreflow as sf
 from scoreflow import bijections as bij
@@ -66,7 +67,8 @@ def test_linear_cnf_inverse(getkey):
 def test_hutchinson_within_standard_error(probe, getkey):
     t1 = 0.8
     z = jr.normal(getkey(), (64, 3))
-    cnf = bij.CNF(_Linear(A), (3,), t1=t1, trace="hutchinson", num_probes=16, probe=probe)
+    trace = sf.solve.Hutchinson(num_probes=16, probe=probe)
+    cnf = bij.CNF(_Linear(A), (3,), t1=t1, trace=trace)
     sol = _linear_cnf(cnf, z, getkey())
     score = (sol.log_det - t1 * jnp.trace(A)) / sol.std_error
     assert bool(jnp.all(sol.std_error > 0))
@@ -82,7 +84,7 @@ def test_nonlinear_exact_and_hutchinson_agree(getkey):
     net = sf.nn.ConcatSquashMLP(3, 16, 2, jnp.tanh, zero_init=False, key=getkey())
     z = jr.normal(getkey(), (32, 3))
     exact = bij.CNF(net, (3,), rtol=1e-8, atol=1e-8).solve(z)
-    hutch = bij.CNF(net, (3,), trace="hutchinson", num_probes=16, rtol=1e-8, atol=1e-8)
+    hutch = bij.CNF(net, (3,), trace=sf.solve.Hutchinson(16), rtol=1e-8, atol=1e-8)
     est = hutch.solve(z, key=getkey())
     np.testing.assert_allclose(est.z, exact.z, rtol=1e-6, atol=1e-6)
     score = (est.log_det - exact.log_det) / est.std_error
@@ -115,7 +117,7 @@ def test_pf_ode_log_likelihood_is_exact(case, sde_name, exact_cases):
     x = mixture.sample(8, key=jr.key(0))
     res = sf.solve.log_likelihood(
         sde,
-        noisy.score,
+        noisy,
         x,
         prior_log_prob=lambda z: noisy.log_prob(sde.T, z),
         rtol=1e-8,
@@ -136,8 +138,8 @@ def test_pf_ode_log_likelihood_in_log_snr_time(exact_cases):
     noisy = mixture.noised(sde)
     x = mixture.sample(8, key=jr.key(0))
     kw = dict(prior_log_prob=lambda z: noisy.log_prob(sde.T, z), rtol=1e-8, atol=1e-8)
-    in_lambda = sf.solve.log_likelihood(sde, noisy.score, x, time_variable="log_snr", **kw)
-    in_t = sf.solve.log_likelihood(sde, noisy.score, x, **kw)
+    in_lambda = sf.solve.log_likelihood(sde, noisy, x, time_variable="log_snr", **kw)
+    in_t = sf.solve.log_likelihood(sde, noisy, x, **kw)
     assert in_lambda.result == dfx.RESULTS.successful
     np.testing.assert_allclose(in_lambda.log_prob, in_t.log_prob, rtol=0, atol=2e-6)
     ref = noisy.log_prob(sde.t_min, x)
@@ -153,8 +155,8 @@ def test_pf_ode_parameterisation_and_default_prior(exact_cases):
     noisy = mixture.noised(sde)
     x = mixture.sample(8, key=jr.key(1))
     kw = dict(rtol=1e-7, atol=1e-7)
-    by_eps = sf.solve.log_likelihood(sde, noisy.eps, x, parameterisation="eps", **kw)
-    by_score = sf.solve.log_likelihood(sde, noisy.score, x, **kw)
+    by_eps = sf.solve.log_likelihood(sde, sf.Prediction(sde, noisy.eps, "eps"), x, **kw)
+    by_score = sf.solve.log_likelihood(sde, noisy, x, **kw)
     np.testing.assert_allclose(by_eps.log_prob, by_score.log_prob, rtol=1e-9)
     # With the SDE's N(0, I) prior the VP likelihood is still accurate: p_T is near N(0, I).
     np.testing.assert_allclose(by_score.log_prob, noisy.log_prob(sde.t_min, x), atol=1e-3)
@@ -164,20 +166,35 @@ def test_bad_input_and_options():
     sde = sf.VPSDE()
     noisy = case_a().noised(sde)
     x = jnp.zeros((4, 2))
-    with pytest.raises(ValueError, match="`trace`"):
-        sf.solve.log_likelihood(sde, noisy.score, x, trace="exactly")
+    with pytest.raises((ValueError, TypeCheckError), match="`?trace`?"):
+        sf.solve.log_likelihood(sde, noisy, x, trace="exactly")  # pyright: ignore
     with pytest.raises(ValueError, match="`probe`"):
-        sf.solve.log_likelihood(sde, noisy.score, x, trace="hutchinson", probe="bernoulli")
+        sf.solve.Hutchinson(4, probe="bernoulli")
+    with pytest.raises(ValueError, match="`num_probes`"):
+        sf.solve.Hutchinson(0)
     with pytest.raises(ValueError, match="`key`"):
-        sf.solve.log_likelihood(sde, noisy.score, x, trace="hutchinson")
+        sf.solve.log_likelihood(sde, noisy, x, trace=sf.solve.Hutchinson(2))
     with pytest.raises(ValueError, match="batch"):
-        sf.solve.log_likelihood(sde, noisy.score, jnp.zeros(2))
-    with pytest.raises(ValueError, match="parameterisation"):
-        sf.solve.log_likelihood(sde, noisy.score, x, parameterisation="noise")
+        sf.solve.log_likelihood(sde, noisy, jnp.zeros(2))
     with pytest.raises(ValueError, match="time_variable"):
-        sf.solve.log_likelihood(sde, noisy.score, x, time_variable="sigma")
+        sf.solve.log_likelihood(sde, noisy, x, time_variable="sigma")
     with pytest.raises(ValueError, match="non-finite"):
-        sf.solve.log_likelihood(sde, noisy.score, x.at[1, 0].set(jnp.nan))
+        sf.solve.log_likelihood(sde, noisy, x.at[1, 0].set(jnp.nan))
+
+
+def test_a_score_model_is_its_own_likelihood_model():
+    # `log_likelihood(sde, model, x)` with a ScoreSDE: the model says what it predicts.
+    sde = sf.VPSDE(t_min=1e-5)
+    noisy = case_a().noised(sde)
+    model = sf.ScoreSDE(sde, noisy.eps, parameterisation="eps", event_shape=(2,))
+    x = case_a().sample(4, key=jr.key(2))
+    kw = dict(rtol=1e-7, atol=1e-7)
+    np.testing.assert_allclose(
+        sf.solve.log_likelihood(sde, model, x, **kw).log_prob,
+        sf.solve.log_likelihood(sde, noisy, x, **kw).log_prob,
+        rtol=1e-8,
+    )
+    np.testing.assert_allclose(model.log_prob(x, **kw), noisy.log_prob(sde.t_min, x), atol=1e-3)
 
 
 def test_diverging_solve_surfaces_failure():
@@ -198,32 +215,47 @@ def test_failures_raise_or_report():
         f(z.at[0, 0].set(jnp.inf))
     # A model that returns NaN is reported the same way by `log_likelihood`.
     sde = sf.VPSDE()
-    res = sf.solve.log_likelihood(
-        sde, lambda t, x: x * jnp.nan, jnp.ones((2, 2)), max_steps=64, throw=False
-    )
+    nan = sf.Prediction(sde, lambda t, x: x * jnp.nan, "score")
+    res = sf.solve.log_likelihood(sde, nan, jnp.ones((2, 2)), max_steps=64, throw=False)
     assert res.result != dfx.RESULTS.successful
 
 
 class _UniformModel(eqx.Module):
     # The uniform density on [-1, 1]^D: every dequantised point has log p = -D log 2.
-    def __call__(self, y, key):
+    def __call__(self, y, *, key):
         return jnp.full(y.shape[:1], -y[0].size * jnp.log(2.0))
 
 
-@pytest.mark.parametrize("num_bits", [1, 5, 8])
-def test_bits_per_dim_of_uniform_model_is_bit_depth(num_bits, getkey):
-    x = jr.randint(getkey(), (16, 3, 4), 0, 2**num_bits)
-    res = sf.solve.bits_per_dim(_UniformModel(), x, num_bits=num_bits, key=getkey())
-    np.testing.assert_allclose(res.bits_per_dim, float(num_bits), rtol=1e-12)
+@pytest.mark.parametrize("levels", [2, 17, 32, 256])
+def test_bits_per_dim_of_uniform_model_is_log2_levels(levels, getkey):
+    # Any number of levels: 2**n for n-bit images, 17 for the digits.
+    x = jr.randint(getkey(), (16, 3, 4), 0, levels)
+    res = sf.metrics.bits_per_dim(_UniformModel(), x, levels=levels, key=getkey())
+    np.testing.assert_allclose(res.bits_per_dim, np.log2(levels), rtol=1e-12)
     # On [0, 1] the same model (density 1) gives the same answer.
-    res01 = sf.solve.bits_per_dim(
-        lambda y, key: jnp.zeros(y.shape[:1]),
+    res01 = sf.metrics.bits_per_dim(
+        lambda y, *, key: jnp.zeros(y.shape[:1]),
         x,
-        num_bits=num_bits,
+        levels=levels,
         data_range=(0.0, 1.0),
         key=getkey(),
     )
-    np.testing.assert_allclose(res01.bits_per_dim, float(num_bits), rtol=1e-12)
+    np.testing.assert_allclose(res01.bits_per_dim, np.log2(levels), rtol=1e-12)
+
+
+def test_bits_per_dim_dequantises_the_digits_like_a_gaussian_quadrature(getkey):
+    # Against an independent computation of the same bound: a standard normal density
+    # on the [-1, 1] scale, the digits' 17 bins, the dequantised point drawn by hand.
+    x = sf.data.digits_raw("test")[:8]
+    key = getkey()
+    log_prob = lambda y, *, key: jnp.sum(
+        jax.scipy.stats.norm.logpdf(y.reshape(y.shape[0], -1)), -1
+    )
+    res = sf.metrics.bits_per_dim(log_prob, x, levels=17, key=key)
+    u = jr.uniform(jr.split(key)[0], x.shape, jnp.float64)
+    y = 2 * (x.astype(jnp.float64) + u) / 17 - 1
+    want = -(log_prob(y, key=None) + 64 * np.log(2 / 17)) / (64 * np.log(2))
+    np.testing.assert_allclose(res.bits_per_dim, want, rtol=1e-12)
 
 
 def test_variational_dequantiser_hook(getkey):
@@ -234,7 +266,7 @@ def test_variational_dequantiser_hook(getkey):
 
     x = jr.randint(getkey(), (16, 6), 0, 256)
     key = getkey()
-    res = sf.solve.bits_per_dim(_UniformModel(), x, dequantiser=dequantiser, key=key)
+    res = sf.metrics.bits_per_dim(_UniformModel(), x, dequantiser=dequantiser, key=key)
     u, log_q = dequantiser(x, key=jr.split(key)[0])
     np.testing.assert_allclose(res.bits_per_dim, 8.0 + log_q / (6 * np.log(2.0)), rtol=1e-12)
 
@@ -243,10 +275,10 @@ def test_bits_per_dim_bad_input(getkey):
     x = jnp.zeros((4, 2), jnp.int32)
     model = _UniformModel()
     with pytest.raises(ValueError, match="integers"):
-        sf.solve.bits_per_dim(model, x.astype(jnp.float64), key=getkey())
-    with pytest.raises(ValueError, match="`num_bits`"):
-        sf.solve.bits_per_dim(model, x, num_bits=0, key=getkey())
+        sf.metrics.bits_per_dim(model, x.astype(jnp.float64), key=getkey())
+    with pytest.raises(ValueError, match="`levels`"):
+        sf.metrics.bits_per_dim(model, x, levels=1, key=getkey())
     with pytest.raises(ValueError, match="`data_range`"):
-        sf.solve.bits_per_dim(model, x, data_range=(1.0, -1.0), key=getkey())
-    with pytest.raises(Exception, match=r"\[0, 31\]"):
-        sf.solve.bits_per_dim(model, x.at[0, 0].set(40), num_bits=5, key=getkey())
+        sf.metrics.bits_per_dim(model, x, data_range=(1.0, -1.0), key=getkey())
+    with pytest.raises(Exception, match=r"\[0, 16\]"):
+        sf.metrics.bits_per_dim(model, x.at[0, 0].set(40), levels=17, key=getkey())

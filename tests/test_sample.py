@@ -58,7 +58,7 @@ def test_probability_flow_reproduces_mixture(sde_name, getkey):
     mix = case_a(weights=[0.3, 0.05, 0.1, 0.05, 0.2, 0.1, 0.1, 0.1])
     res = sf.sample(
         sde,
-        mix.noised(sde).score,
+        mix.noised(sde),
         (8000, 2),
         key=getkey(),
         grid=sf.solve.KarrasGrid(40),
@@ -74,7 +74,7 @@ def test_reverse_sde_reproduces_mixture(sde_name, getkey):
     mix = case_a(weights=[0.3, 0.05, 0.1, 0.05, 0.2, 0.1, 0.1, 0.1])
     res = sf.sample(
         sde,
-        mix.noised(sde).score,
+        mix.noised(sde),
         (8000, 2),
         method="sde",
         key=getkey(),
@@ -87,19 +87,19 @@ def test_reverse_sde_reproduces_mixture(sde_name, getkey):
 def test_adaptive_solve_reports_steps(getkey):
     sde = sf.VPSDE()
     mix = case_a()
-    x_T = sde.prior_sample((64, 2), key=getkey())
-    score = mix.noised(sde).score
+    y0 = sde.prior_sample((64, 2), key=getkey())
+    score = mix.noised(sde)
     loose = sf.solve.solve_probability_flow(
         sde,
         score,
-        x_T,
+        y0,
         solver=dfx.Tsit5(),
         stepsize_controller=dfx.PIDController(rtol=1e-4, atol=1e-4),
     )
     tight = sf.solve.solve_probability_flow(
         sde,
         score,
-        x_T,
+        y0,
         solver=dfx.Tsit5(),
         stepsize_controller=dfx.PIDController(rtol=1e-9, atol=1e-9),
     )
@@ -109,20 +109,40 @@ def test_adaptive_solve_reports_steps(getkey):
     assert float(jnp.max(jnp.abs(loose.samples - tight.samples))) < 1e-2
 
 
+def _by_hand(sde, model, y0, path, solver, controller, dt0):
+    # The reverse SDE solved directly with diffrax on a given Brownian path.
+    terms = sf.sde.reverse_sde_terms(sde, model, path)
+    sol = dfx.diffeqsolve(
+        terms, solver, sde.T, sde.t_min, dt0, y0, stepsize_controller=controller, max_steps=4096
+    )
+    return terms.terms[0].denoise(sde.t_min, sol.ys[-1])
+
+
 def test_adaptive_reverse_sde_uses_brownian_tree(getkey):
+    # The adaptive solve's Brownian motion is exactly a VirtualBrownianTree of the
+    # documented tolerance on [t_min, T] (the same samples as that tree by hand); a
+    # fixed grid's is the GridBrownianPath of that grid.
     sde = sf.VPSDE()
-    mix = case_a()
-    res = sf.sample(
-        sde,
-        mix.noised(sde).score,
-        (256, 2),
-        method="sde",
-        key=getkey(),
-        solver=dfx.Heun(),
-        stepsize_controller=dfx.PIDController(rtol=1e-2, atol=1e-2),
+    model = case_a().noised(sde)
+    y0 = sde.prior_sample((32, 2), key=getkey())
+    key = getkey()
+    controller = dfx.PIDController(rtol=1e-2, atol=1e-2)
+    res = sf.solve.solve_reverse_sde(
+        sde, model, y0, solver=dfx.Heun(), stepsize_controller=controller, key=key
     )
     assert res.result == dfx.RESULTS.successful and int(res.num_steps) > 0
-    assert bool(jnp.all(jnp.isfinite(res.samples)))
+    tree = dfx.VirtualBrownianTree(
+        sde.t_min, sde.T, tol=1e-4, shape=jax.ShapeDtypeStruct(y0.shape, y0.dtype), key=key
+    )
+    dt0 = -(sde.T - sde.t_min) / 64
+    want = _by_hand(sde, model, y0, tree, dfx.Heun(), controller, dt0)
+    assert_allclose(res.samples, want, rtol=1e-12, atol=1e-12)
+    grid = sf.solve.UniformGrid(50)
+    fixed = sf.solve.solve_reverse_sde(sde, model, y0, grid=grid, key=key)
+    ts = grid.times(sde)
+    path = sf.solve.GridBrownianPath(ts, y0.shape, key=key, dtype=y0.dtype)
+    want = _by_hand(sde, model, y0, path, dfx.Euler(), dfx.StepTo(ts), None)
+    assert_allclose(fixed.samples, want, rtol=1e-12, atol=1e-12)
 
 
 # Order of each diffrax solver on the probability-flow ODE of case A under the VP SDE,
@@ -133,12 +153,12 @@ ORDERS = [(dfx.Euler(), 1), (dfx.Heun(), 2), (dfx.Midpoint(), 2), (dfx.Bosh3(), 
 @pytest.mark.parametrize("solver, order", ORDERS, ids=lambda s: type(s).__name__)
 def test_probability_flow_convergence_order(solver, order, getkey):
     sde = sf.VPSDE()
-    score = case_a().noised(sde).score
-    x_T = sde.prior_sample((32, 2), key=jr.key(0))
+    score = case_a().noised(sde)
+    y0 = sde.prior_sample((32, 2), key=jr.key(0))
     ref = sf.solve.solve_probability_flow(
         sde,
         score,
-        x_T,
+        y0,
         solver=dfx.Tsit5(),
         denoise=False,
         stepsize_controller=dfx.PIDController(rtol=1e-12, atol=1e-12),
@@ -150,7 +170,7 @@ def test_probability_flow_convergence_order(solver, order, getkey):
         x = sf.solve.solve_probability_flow(
             sde,
             score,
-            x_T,
+            y0,
             solver=solver,
             grid=sf.solve.LogSNRGrid(int(n)),
             denoise=False,
@@ -172,21 +192,24 @@ def test_no_recompile_when_only_values_change(getkey):
 
     sde = sf.VPSDE()
     grid = sf.solve.UniformGrid(5)
+
+    def run(w):
+        model = sf.Prediction(sde, Model(jnp.asarray(-w)), "score")
+        y0 = sde.prior_sample((16, 2), key=getkey())
+        sf.solve.solve_probability_flow(sde, model, y0, grid=grid)
+        sf.solve.solve_reverse_sde(sde, model, y0, grid=grid, key=getkey())
+
     for w in (1.0, 2.0, 3.0):
-        x_T = sde.prior_sample((16, 2), key=getkey())
-        sf.solve.solve_probability_flow(sde, Model(jnp.asarray(-w)), x_T, grid=grid)
-        sf.solve.solve_reverse_sde(sde, Model(jnp.asarray(-w)), x_T, grid=grid, key=getkey())
+        run(w)
     n_first = len(traces)
     for w in (4.0, 5.0):
-        x_T = sde.prior_sample((16, 2), key=getkey())
-        sf.solve.solve_probability_flow(sde, Model(jnp.asarray(-w)), x_T, grid=grid)
-        sf.solve.solve_reverse_sde(sde, Model(jnp.asarray(-w)), x_T, grid=grid, key=getkey())
+        run(w)
     assert len(traces) == n_first
 
 
 def test_sample_is_vmappable_over_keys():
     sde = sf.VPSDE()
-    score = case_a().noised(sde).score
+    score = case_a().noised(sde)
     keys = jr.split(jr.key(0), 3)
     batched = jax.vmap(
         lambda k: sf.sample(sde, score, (4, 2), grid=sf.solve.UniformGrid(10), key=k).samples
@@ -210,7 +233,7 @@ def test_sample_is_differentiable_in_model_parameters(method):
     noisy = case_a().noised(sde)
 
     def loss(log_c):
-        model = Tempered(log_c, noisy)
+        model = sf.Prediction(sde, Tempered(log_c, noisy), "score")
         res = sf.sample(
             sde,
             model,
@@ -235,7 +258,7 @@ def test_float32_sampling_is_finite(getkey):
         mix = case_a(jnp.float32)
         res = sf.sample(
             sde,
-            mix.noised(sde).score,
+            mix.noised(sde),
             (512, 2),
             method=method,
             dtype=jnp.float32,
@@ -251,7 +274,7 @@ def test_trajectory_is_saved(getkey):
     ts = jnp.asarray([1.0, 0.5, 0.1])
     res = sf.sample(
         sde,
-        case_a().noised(sde).score,
+        case_a().noised(sde),
         (8, 2),
         grid=sf.solve.UniformGrid(10),
         ts_save=ts,
@@ -263,7 +286,7 @@ def test_trajectory_is_saved(getkey):
 
 def test_bad_input(getkey):
     sde = sf.VPSDE()
-    score = case_a().noised(sde).score
+    score = case_a().noised(sde)
     with pytest.raises(ValueError, match="`shape`"):
         sf.sample(sde, score, (2,), key=getkey())
     with pytest.raises(ValueError, match="`method`"):
@@ -281,10 +304,77 @@ def test_bad_input(getkey):
         sf.solve.UniformGrid(0)
     with pytest.raises(ValueError, match="`ts`"):
         sf.solve.CustomGrid(jnp.asarray([0.1, 0.5, 1.0]))
-    with pytest.raises(ValueError, match="`x_T`"):
+    with pytest.raises(ValueError, match="`y0`"):
         sf.solve.solve_probability_flow(sde, score, jnp.zeros(2))
-    # Integer noise: jaxtyping's check (under pytest) or ours, both naming `x_T`.
-    with pytest.raises((ValueError, TypeCheckError), match="x_T"):
+    # Integer noise: jaxtyping's check (under pytest) or ours, both naming `y0`.
+    with pytest.raises((ValueError, TypeCheckError), match="y0"):
         sf.solve.solve_probability_flow(sde, score, jnp.zeros((2, 2), jnp.int32))
-    with pytest.raises(ValueError, match="`parameterisation`"):
-        sf.sample(sde, score, (2, 2), parameterisation="noise", key=getkey())
+    with pytest.raises(TypeError):
+        sf.sample(sde, score, (2, 2), parameterisation="score", key=getkey())
+
+
+# A network of known output, read as each parameterisation: every entry point must
+# honour what the model says it predicts, and refuse a bare function or a model of
+# another SDE instead of guessing.
+def _entry_points(sde, key):
+    y0 = sde.prior_sample((8, 2), key=key)
+    grid = sf.solve.UniformGrid(6)
+    yield "solve_probability_flow", lambda m: sf.solve.solve_probability_flow(
+        sde, m, y0, grid=grid
+    ).samples
+    yield "solve_reverse_sde", lambda m: sf.solve.solve_reverse_sde(
+        sde, m, y0, grid=grid, key=key
+    ).samples
+    yield "sample", lambda m: sf.sample(sde, m, (8, 2), grid=grid, key=key).samples
+    yield "predictor_corrector", lambda m: sf.sample(
+        sde,
+        m,
+        (8, 2),
+        method="sde",
+        grid=grid,
+        solver=sf.solve.PredictorCorrector(dfx.Euler(), sf.solve.LangevinCorrector(), key),
+        key=key,
+    ).samples
+    yield "log_likelihood", lambda m: sf.solve.log_likelihood(sde, m, y0 / 4).log_prob
+    yield "annealed_langevin", lambda m: sf.solve.annealed_langevin(
+        sde, m, y0, ladder=grid, step_size=jnp.asarray(1e-3), steps_per_level=2, key=key
+    ).samples
+    yield "calibrate_grid", lambda m: sf.solve.calibrate_grid(
+        sde, m, y0, 3, optimise_steps=0, iterations=1
+    ).ts
+    yield "denoising_score_matching", lambda m: sf.losses.denoising_score_matching(
+        sde, m, y0, key=key
+    )
+    yield "sliced_score_matching", lambda m: sf.losses.sliced_score_matching(
+        sde, m, y0, key=key
+    )
+    yield "implicit_score_matching", lambda m: sf.losses.implicit_score_matching(
+        sde, m, y0, key=key
+    )
+
+
+@pytest.mark.parametrize("entry", [name for name, _ in _entry_points(sf.VPSDE(), jr.key(0))])
+def test_a_model_is_read_as_what_it_predicts(entry):
+    sde = sf.VPSDE()
+    run = dict(_entry_points(sde, jr.key(0)))[entry]
+    exact = case_a().noised(sde)
+    # The same exact model, handed over as an eps network and as a score network:
+    # identical results. Read as the wrong quantity, different ones.
+    as_eps = sf.Prediction(sde, exact.eps, "eps")
+    as_score = sf.Prediction(sde, exact.score, "score")
+    mislabelled = sf.Prediction(sde, exact.eps, "score")
+    a, b, c = run(as_eps), run(as_score), run(mislabelled)
+    assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+    assert not np.allclose(a, c, rtol=1e-3)
+    # A bare function: our check, or jaxtyping's on the annotation (under pytest).
+    with pytest.raises((ValueError, TypeCheckError), match="model"):
+        run(exact.score)
+    with pytest.raises(ValueError, match="predicts under a VESDE"):
+        run(case_a().noised(sf.VESDE()))
+
+
+def test_check_model_names_the_fix():
+    from scoreflow.solve._shared._model import check_model
+
+    with pytest.raises(ValueError, match=r"`model` must say what it predicts.*Prediction\(sde"):
+        check_model(sf.VPSDE(), lambda t, x: x)

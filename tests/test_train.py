@@ -161,7 +161,7 @@ def test_alternating_updates_one_group_per_step():
 def test_fit_accepts_a_sampler_and_trains_a_score_model():
     sde = sf.VPSDE()
     net = sf.nn.TimeMLP((2,), width=16, depth=1, key=jr.key(0))
-    model = sf.ScoreSDE(sde, net)
+    model = sf.ScoreSDE(sde, net, parameterisation="eps", event_shape=(2,))
     mix = sf.data.ring_mixture()
     res = train.fit(
         model,

@@ -1,9 +1,12 @@
 """scoreflow: deep generative models as continuous-time dynamics solved by diffrax."""
 
+import importlib.metadata
+
 from . import analytic as analytic
 from . import bijections as bijections
 from . import data as data
 from . import losses as losses
+from . import metrics as metrics
 from . import models as models
 from . import nn as nn
 from . import sde as sde
@@ -17,9 +20,10 @@ from .models import ScoreSDE as ScoreSDE
 from .sde import EDMSDE as EDMSDE
 from .sde import VESDE as VESDE
 from .sde import VPSDE as VPSDE
+from .sde import AbstractPrediction as AbstractPrediction
 from .sde import Prediction as Prediction
 from .sde import SubVPSDE as SubVPSDE
 from .solve import sample as sample
 from .train import fit as fit
 
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("scoreflow")

@@ -5,6 +5,9 @@ arrays); inside a trace they cannot be inspected, and the SDE is then assumed to
 have been validated where it was built.
 """
 
+import equinox as eqx
+import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.core import Tracer
 
@@ -58,3 +61,32 @@ def time_floor(t_min, T) -> None:
             "t_min",
             f"must lie in the open interval (0, T) = (0, {vT}), got {vt}.",
         )
+
+
+def positive_int(value, name: str, least: int = 1) -> None:
+    """Raise `ValueError` naming `name` unless `value` is an `int` (not a bool) >= `least`."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise ValueError(f"`{name}` must be an int >= {least}, got {value!r}.")
+
+
+def batch_array(x, name: str, axis: str = "batch"):
+    """Raise `ValueError` naming `name` unless `x` is a floating JAX array `(axis, *event)`."""
+    if not isinstance(x, jax.Array) or not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"`{name}` must be a floating-point JAX array, got {type(x).__name__}.")
+    if x.ndim < 2:
+        raise ValueError(f"`{name}` must have shape ({axis}, *event_shape), got {x.shape}.")
+
+
+def finite(x, name: str):
+    """Raise if `x` holds NaN or infinity.
+
+    A concrete array is checked at once (`ValueError`); a traced one at run time through
+    `equinox.error_if`, so the check also holds under `jit`.
+    """
+    message = f"`{name}` contains non-finite values."
+    value = concrete(x)
+    if value is not None:
+        if not np.all(np.isfinite(value)):
+            raise ValueError(message)
+        return x
+    return eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), message)

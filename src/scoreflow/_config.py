@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from . import data as data_lib
-from . import models, nn, train
+from . import losses, models, nn, train
 from . import sde as sde_lib
 
 DEFAULTS = {
@@ -18,6 +18,7 @@ DEFAULTS = {
     "parameterisation": "eps",
     "weighting": "sigma2",
     "time_sampling": "uniform",
+    "sigma_data": 0.5,
     "network": {},
     "steps": 3000,
     "batch_size": 256,
@@ -37,6 +38,18 @@ SDES = {
     "subvp": lambda: sde_lib.SubVPSDE(t_min=1e-5),
     "ve": lambda: sde_lib.VESDE(sigma_min=0.01, sigma_max=20.0),
     "edm": lambda: sde_lib.EDMSDE(T=20.0),
+}
+# The config names the loss options; the library takes them as modules.
+WEIGHTINGS = {
+    "sigma2": lambda cfg: losses.SigmaSquaredWeighting(),
+    "likelihood": lambda cfg: losses.LikelihoodWeighting(),
+    "edm": lambda cfg: losses.EDMWeighting(cfg["sigma_data"]),
+    "unit": lambda cfg: losses.UnitWeighting(),
+}
+TIME_SAMPLINGS = {
+    "uniform": losses.UniformTime,
+    "importance": losses.LogSNRUniformTime,
+    "lognormal": losses.LogNormalTime,
 }
 
 
@@ -61,8 +74,9 @@ def load_config(path: str | None, overrides: dict | None = None) -> dict:
         raise ValueError(f"Unknown config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}.")
     if cfg["model"] not in MODELS:
         raise ValueError(f"`model` must be one of {MODELS}, got {cfg['model']!r}.")
-    if cfg["sde"] not in SDES:
-        raise ValueError(f"`sde` must be one of {sorted(SDES)}, got {cfg['sde']!r}.")
+    for name, choices in (("sde", SDES), ("weighting", WEIGHTINGS), ("time_sampling", TIME_SAMPLINGS)):
+        if cfg[name] not in choices:
+            raise ValueError(f"`{name}` must be one of {sorted(choices)}, got {cfg[name]!r}.")
     return cfg
 
 
@@ -99,9 +113,10 @@ def build_model(cfg: dict, event_shape: tuple[int, ...]):
     """The configured model, freshly initialised from `seed`."""
     key = jr.key(cfg["seed"])
     if cfg["model"] == "ncsn":
-        return models.NCSN(nn.ScaledScore(_network(cfg, event_shape, None, key, log_noise=True)))
+        net = nn.ScaledScore(_network(cfg, event_shape, None, key, log_noise=True))
+        return models.NCSN(net, event_shape=event_shape)
     if cfg["model"] == "ddpm":
-        return models.DDPM(_network(cfg, event_shape, None, key))
+        return models.DDPM(_network(cfg, event_shape, None, key), event_shape=event_shape)
     sde = SDES[cfg["sde"]]()
     # Condition VE / EDM networks on the log noise level, whose range is O(1).
     transform = None if cfg["sde"] in ("vp", "subvp") else nn.LogNoiseLevel(sde)
@@ -110,8 +125,9 @@ def build_model(cfg: dict, event_shape: tuple[int, ...]):
         sde,
         net,
         parameterisation=cfg["parameterisation"],
-        weighting=cfg["weighting"],
-        time_sampling=cfg["time_sampling"],
+        event_shape=event_shape,
+        weighting=WEIGHTINGS[cfg["weighting"]](cfg),
+        time_sampling=TIME_SAMPLINGS[cfg["time_sampling"]](),
     )
 
 

@@ -8,26 +8,8 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from . import analytic, solve
-from . import sde as sde_lib
-
-SDES = {
-    "vp": sde_lib.VPSDE,
-    "subvp": sde_lib.SubVPSDE,
-    "ve": sde_lib.VESDE,
-    "edm": sde_lib.EDMSDE,
-}
-
-
-def ring_mixture(dtype=jnp.float32) -> analytic.GaussianMixture:
-    """Eight Gaussians (std 0.5) on a circle of radius 4: case A of the solver benchmark."""
-    ang = 2 * np.pi * np.arange(8) / 8
-    means = 4 * np.stack([np.cos(ang), np.sin(ang)], 1)
-    return analytic.GaussianMixture(
-        jnp.full(8, 1 / 8, dtype),
-        jnp.asarray(means, dtype),
-        jnp.full((8, 2), 0.25, dtype),
-    )
+from . import data, solve
+from ._config import SDES
 
 
 def run_analytic_demo(
@@ -47,14 +29,14 @@ def run_analytic_demo(
     if sde_name not in SDES:
         raise ValueError(f"`sde` must be one of {sorted(SDES)}, got {sde_name!r}.")
     sde = SDES[sde_name]()
-    mix = ring_mixture()
-    score = mix.noised(sde).score
+    mix = data.ring_mixture(jnp.float32)
+    model = mix.noised(sde)
     grid = solve.KarrasGrid(num_steps)
 
     def draw(key):
         return solve.sample(
             sde,
-            score,
+            model,
             (num_samples, 2),
             solver=dfx.Heun(),
             grid=grid,
@@ -135,16 +117,15 @@ def run_training_demo(
     gives KL(data ‖ model) = E_data[log p_data - log p_model] since the data density is
     exact.
     """
-    from . import data, models, nn, train
-    from ._config import SDES as TRAIN_SDES
+    from . import models, nn, train
 
-    if sde_name not in TRAIN_SDES:
-        raise ValueError(f"`sde` must be one of {sorted(TRAIN_SDES)}, got {sde_name!r}.")
+    if sde_name not in SDES:
+        raise ValueError(f"`sde` must be one of {sorted(SDES)}, got {sde_name!r}.")
     f32 = jnp.float32
     mix = data.ring_mixture(f32)
     k_data, k_net, k_fit, k_sample, k_eval = jr.split(jr.key(seed), 5)
     x_train = mix.sample(20000, key=k_data)
-    sde = TRAIN_SDES[sde_name]()
+    sde = SDES[sde_name]()
     transform = None if sde_name in ("vp", "subvp") else nn.LogNoiseLevel(sde)
     net = nn.TimeMLP(
         (2,),
@@ -154,7 +135,7 @@ def run_training_demo(
         embedding_scale=16.0 if transform is None else 1.0,
         key=k_net,
     )
-    model = models.ScoreSDE(sde, net, parameterisation="eps")
+    model = models.ScoreSDE(sde, net, parameterisation="eps", event_shape=(2,))
     optimizer = train.default_optimizer(3e-3, num_steps=train_steps, warmup_steps=100)
 
     t0 = time.perf_counter()
@@ -174,7 +155,7 @@ def run_training_demo(
 
     t0 = time.perf_counter()
     x = trained.sample(
-        (num_samples, 2),
+        num_samples,
         key=k_sample,
         dtype=f32,
         solver=dfx.Heun(),

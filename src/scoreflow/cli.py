@@ -108,7 +108,7 @@ def load_trained(checkpoint):
     import jax.random as jr
 
     from . import train
-    from ._config import build_model, build_optimizer
+    from ._config import DEFAULTS, build_model, build_optimizer
 
     ckpt = pathlib.Path(checkpoint)
     meta = ckpt.parent / (ckpt.name + ".config.json")
@@ -116,7 +116,7 @@ def load_trained(checkpoint):
         raise FileNotFoundError(
             f"No checkpoint {ckpt} with its {meta.name} (run `scoreflow train`)."
         )
-    cfg = json.loads(meta.read_text())
+    cfg = {**DEFAULTS, **json.loads(meta.read_text())}
     shape = tuple(cfg.pop("event_shape"))
     model = build_model(cfg, shape)
     like = train.init_state(
@@ -131,8 +131,7 @@ def _sample(args) -> int:
     import numpy as np
 
     model, cfg = load_trained(args.checkpoint)
-    shape = (args.num, *cfg["event_shape"])
-    x = np.asarray(model.sample(shape, key=jr.key(args.seed)))
+    x = np.asarray(model.sample(args.num, key=jr.key(args.seed)))
     out = pathlib.Path(args.out)
     np.save(out, x)
     msg = f"scoreflow sample: {args.num} samples of {cfg['model']} ({cfg['dataset']}) -> {out}"

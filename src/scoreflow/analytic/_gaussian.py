@@ -37,6 +37,6 @@ class Gaussian(eqx.Module):
     def sample(self, num: int, *, key: Key) -> Float[Array, "{num} dim"]:
         return self.mixture.sample(num, key=key)
 
-    def noised(self, sde: AbstractSDE) -> NoisyMixture:
+    def noised(self, sde: AbstractSDE, parameterisation: str = "score") -> NoisyMixture:
         r"""The exact noisy marginals $N(\\alpha_t\\mu, \\alpha_t^2\\Sigma+\\sigma_t^2 I)$."""
-        return NoisyMixture(self.mixture, sde)
+        return NoisyMixture(self.mixture, sde, parameterisation)

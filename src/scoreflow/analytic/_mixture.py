@@ -7,7 +7,8 @@ from jaxtyping import Array, Float
 
 from .. import _checks
 from .._custom_types import Key, ScalarLike
-from ..sde import AbstractSDE
+from ..sde import AbstractPrediction, AbstractSDE
+from ..sde._parameterisation import check_parameterisation
 
 
 class GaussianMixture(eqx.Module):
@@ -118,9 +119,12 @@ class GaussianMixture(eqx.Module):
         r"""$\log w_k + \log N(x; \mu_k, \Sigma_k)$ for every component."""
         return _Noisy(self, 1.0, 0.0).joint(self._event(x))
 
-    def noised(self, sde: AbstractSDE) -> "NoisyMixture":
-        """The exact noisy marginals $p_t$ of this mixture under `sde`."""
-        return NoisyMixture(self, sde)
+    def noised(self, sde: AbstractSDE, parameterisation: str = "score") -> "NoisyMixture":
+        """The exact noisy marginals $p_t$ of this mixture under `sde` (see `NoisyMixture`).
+
+        `parameterisation` names the exact quantity the returned model outputs.
+        """
+        return NoisyMixture(self, sde, parameterisation)
 
     def _event(self, x):
         x = jnp.asarray(x)
@@ -197,40 +201,60 @@ class _Noisy(eqx.Module):
         return jnp.vectorize(self._denoise1, signature="(d)->(d)")(x)
 
 
-class NoisyMixture(eqx.Module):
+class NoisyMixture(AbstractPrediction):
     r"""The noisy marginals $p_t$ of a `GaussianMixture` under an SDE, in closed form.
 
-    `score` has the signature `(t, x) -> array` of a score model, so it plugs straight
-    into every sampler and likelihood in `scoreflow.solve`.
+    It is an exact model of the noisy data (`scoreflow.sde.AbstractPrediction`), so it
+    plugs straight into every sampler, likelihood and loss of scoreflow. Its own output
+    `noisy(t, x)` is the exact quantity named by `parameterisation` (the score by
+    default, or the posterior mean for `"x0"`, ...); the other readings (`score`, `eps`,
+    `x0`, `v`) are converted from it. `log_prob`, `denoise` and `sample` are always
+    exact.
 
     Args:
         mixture: the data distribution $p_0$.
         sde: the noising SDE.
+        parameterisation: which exact quantity `__call__` returns (`"score"`, `"eps"`,
+            `"x0"` or `"v"`).
     """
 
     mixture: GaussianMixture
     sde: AbstractSDE
+    parameterisation: str = eqx.field(static=True, default="score")
+
+    def __init__(self, mixture: GaussianMixture, sde: AbstractSDE, parameterisation="score"):
+        self.mixture = mixture
+        self.sde = sde
+        self.parameterisation = parameterisation
+
+    def __check_init__(self):
+        check_parameterisation(self.parameterisation)
 
     def _at(self, t):
         alpha, sigma = self.sde.marginal(t)
         return _Noisy(self.mixture, alpha, sigma)
 
+    def __call__(self, t: ScalarLike, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch dim"]:
+        r"""The exact `parameterisation` quantity at $(t, x)$."""
+        x = self.mixture._event(x)
+        if self.parameterisation == "x0":
+            return self._at(t).denoise(x)
+        exact_score = self._at(t).score(x)
+        if self.parameterisation == "score":
+            return exact_score
+        alpha, sigma = self.sde.marginal(t)
+        eps = -sigma * exact_score
+        if self.parameterisation == "eps":
+            return eps
+        return alpha * eps - sigma * self._at(t).denoise(x)
+
     def log_prob(self, t: ScalarLike, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch"]:
         r"""Exact $\log p_t(x)$."""
         return self._at(t).log_prob(self.mixture._event(x))
 
-    def score(self, t: ScalarLike, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch dim"]:
-        r"""Exact $\nabla_x \log p_t(x)$."""
-        return self._at(t).score(self.mixture._event(x))
-
     def denoise(self, t: ScalarLike, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch dim"]:
         r"""Exact posterior mean $E[x_0 \mid x_t = x]$ (the ideal denoiser)."""
         return self._at(t).denoise(self.mixture._event(x))
-
-    def eps(self, t: ScalarLike, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch dim"]:
-        r"""Exact $E[\varepsilon \mid x_t = x] = -\sigma_t \nabla \log p_t(x)$."""
-        _, sigma = self.sde.marginal(t)
-        return -sigma * self.score(t, x)
 
     def sample(self, t: ScalarLike, num: int, *, key: Key) -> Float[Array, "{num} dim"]:
         """Exact samples of $p_t$: noised samples of $p_0$."""

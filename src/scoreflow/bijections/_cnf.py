@@ -6,8 +6,9 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._custom_types import Key
-from ..solve._likelihood import FlowSolution, check_trace, solve_augmented
-from ._base import AbstractBijection
+from ..solve import AbstractTrace, Exact, FlowSolution, solve_augmented
+from ..solve._likelihood._trace import check_trace
+from ._batch import AbstractBatchBijection
 
 
 class _Field(eqx.Module):
@@ -18,7 +19,7 @@ class _Field(eqx.Module):
         return self.net(t, z)
 
 
-class CNF(AbstractBijection):
+class CNF(AbstractBatchBijection):
     r"""Continuous normalizing flow: the time-`t1` flow map of $dz/dt = f_{\theta}(t, z)$.
 
     $T(z) = z(t_1)$ with $z(t_0) = z$, and
@@ -27,9 +28,10 @@ class CNF(AbstractBijection):
     2018, arXiv:1806.07366, eq. 4), computed by one diffrax solve of
     `scoreflow.solve.AugmentedDynamics` (FFJORD, Grathwohl et al. 2019,
     arXiv:1810.01367, eq. 4 and the Hutchinson estimator of eq. 7). The inverse solves
-    from `t1` back to `t0`. `transform` maps base samples to data.
+    from `t1` back to `t0`. `transform` maps base samples to data. On a batch (`solve`,
+    the `*_batch` methods that `Flow` uses) one adaptive solve serves the whole batch.
 
-    With `trace="hutchinson"` the log-det is an unbiased estimate and a `key` must be
+    With `trace=Hutchinson(...)` the log-det is an unbiased estimate and a `key` must be
     passed; `solve` also returns its standard error over the probes and the
     kinetic-energy and Jacobian-Frobenius integrals that Finlay et al. 2020
     ("How to train your neural ODE", arXiv:2002.02798, eqs. 5-6) add to the loss.
@@ -40,9 +42,7 @@ class CNF(AbstractBijection):
         shape: the event shape.
         t0: start time.
         t1: end time (`t1 != t0`).
-        trace: `"exact"` or `"hutchinson"`.
-        num_probes: Hutchinson probes per solve.
-        probe: `"rademacher"` or `"gaussian"`.
+        trace: `scoreflow.solve.Exact()` (default) or `Hutchinson(num_probes, probe)`.
         solver: diffrax ODE solver (default `diffrax.Tsit5()`).
         rtol: relative tolerance.
         atol: absolute tolerance.
@@ -57,19 +57,44 @@ class CNF(AbstractBijection):
 
     vector_field: Callable
     shape: tuple[int, ...] = eqx.field(static=True)
-    t0: float = eqx.field(static=True, default=0.0)
-    t1: float = eqx.field(static=True, default=1.0)
-    trace: str = eqx.field(static=True, default="exact")
-    num_probes: int = eqx.field(static=True, default=1)
-    probe: str = eqx.field(static=True, default="rademacher")
-    solver: dfx.AbstractSolver = dfx.Tsit5()
-    rtol: float = eqx.field(static=True, default=1e-5)
-    atol: float = eqx.field(static=True, default=1e-5)
-    max_steps: int = eqx.field(static=True, default=4096)
-    adjoint: dfx.AbstractAdjoint = dfx.RecursiveCheckpointAdjoint()
+    t0: float = eqx.field(static=True)
+    t1: float = eqx.field(static=True)
+    trace: AbstractTrace
+    solver: dfx.AbstractSolver
+    rtol: float = eqx.field(static=True)
+    atol: float = eqx.field(static=True)
+    max_steps: int = eqx.field(static=True)
+    adjoint: dfx.AbstractAdjoint
+
+    # Written out so that type checkers read `CNF(net, shape, ...)` in this order, not
+    # with `shape` (abstract in `AbstractBijection`) first.
+    def __init__(
+        self,
+        vector_field: Callable,
+        shape: tuple[int, ...],
+        *,
+        t0: float = 0.0,
+        t1: float = 1.0,
+        trace: AbstractTrace = Exact(),
+        solver: dfx.AbstractSolver = dfx.Tsit5(),
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        max_steps: int = 4096,
+        adjoint: dfx.AbstractAdjoint = dfx.RecursiveCheckpointAdjoint(),
+    ):
+        self.vector_field = vector_field
+        self.shape = tuple(shape)
+        self.t0 = float(t0)
+        self.t1 = float(t1)
+        self.trace = trace
+        self.solver = solver
+        self.rtol = rtol
+        self.atol = atol
+        self.max_steps = max_steps
+        self.adjoint = adjoint
 
     def __check_init__(self):
-        check_trace(self.trace, self.probe, self.num_probes)
+        check_trace(self.trace)
         if not np.isfinite(self.t1 - self.t0) or self.t1 == self.t0:
             raise ValueError(f"`t1` must differ from `t0`, got t0={self.t0}, t1={self.t1}.")
 
@@ -99,8 +124,6 @@ class CNF(AbstractBijection):
             t0,
             t1,
             trace=self.trace,
-            num_probes=self.num_probes,
-            probe=self.probe,
             solver=self.solver,
             rtol=self.rtol,
             atol=self.atol,
@@ -117,3 +140,11 @@ class CNF(AbstractBijection):
     def _inverse_and_log_det(self, y, key):
         sol = self.solve(y[None], inverse=True, key=key)
         return sol.z[0], sol.log_det[0]
+
+    def transform_and_log_det_batch(self, x, *, key=None):
+        sol = self.solve(x, key=key)
+        return sol.z, sol.log_det
+
+    def inverse_and_log_det_batch(self, y, *, key=None):
+        sol = self.solve(y, inverse=True, key=key)
+        return sol.z, sol.log_det

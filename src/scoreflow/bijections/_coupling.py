@@ -8,6 +8,8 @@ import numpy as np
 
 from .._custom_types import Key
 from ._base import AbstractBijection
+from ._chain import Chain
+from ._permute import Permute
 
 SCALES: tuple[str, ...] = ("softplus", "exp")
 # softplus(_SOFTPLUS_ONE) = 1: a zero conditioner output is the identity map.
@@ -136,8 +138,10 @@ class AffineCoupling(AbstractBijection):
         return y.at[trans].set((y[trans] - t) / a), -jnp.sum(log_a)
 
 
-class RealNVP(AbstractBijection):
-    r"""A RealNVP stack: affine couplings with alternating masks (Dinh et al. 2017).
+class AffineCouplingStack(AbstractBijection):
+    r"""RealNVP's bijection: affine couplings with alternating masks (Dinh et al. 2017).
+
+    The density model built on it is `scoreflow.models.RealNVP`.
 
     Layer $i$ conditions on the even entries when $i$ is even and on the odd ones
     otherwise (the 1-d analogue of the checkerboard mask, sec. 3.4), so every entry is
@@ -175,9 +179,6 @@ class RealNVP(AbstractBijection):
         dtype=None,
         key: Key,
     ):
-        from ._chain import Chain
-        from ._permute import Permute
-
         if not isinstance(dim, int) or dim < 2:
             raise ValueError(f"`dim` must be an integer >= 2 for a coupling flow, got {dim!r}.")
         if not isinstance(num_layers, int) or num_layers < 2:

@@ -8,6 +8,7 @@ from jaxtyping import Array, Float
 
 from .._custom_types import Key
 from ._base import AbstractBijection, check_event
+from ._batch import batch_transform_and_log_det
 
 
 class StandardNormal(eqx.Module):
@@ -71,17 +72,8 @@ class Flow(eqx.Module):
         x = jnp.asarray(x)
         batch = self._batch_shape(x)
         flat = x.reshape(-1, *self.shape)
-        n = flat.shape[0]
-
-        def one(xi, ki):
-            z, ld = self.bijection.inverse_and_log_det(xi, key=ki)
-            return self.base.log_prob(z) + ld
-
-        if key is None:
-            out = jax.vmap(lambda xi: one(xi, None))(flat)
-        else:
-            out = jax.vmap(one)(flat, jr.split(key, n))
-        return out.reshape(batch)
+        z, ld = batch_transform_and_log_det(self.bijection, flat, inverse=True, key=key)
+        return (jax.vmap(self.base.log_prob)(z) + ld).reshape(batch)
 
     def sample(self, sample_shape: tuple[int, ...], *, key: Key, dtype=None) -> Array:
         """Draw `(*sample_shape, *event)` samples."""
@@ -94,11 +86,6 @@ class Flow(eqx.Module):
         k_base, k_bij = jr.split(key)
         z = self.base.sample(tuple(sample_shape), key=k_base, dtype=dtype)
         flat = z.reshape(-1, *self.shape)
-        keys = jr.split(k_bij, flat.shape[0])
-
-        def one(zi, ki):
-            x, ld = self.bijection.transform_and_log_det(zi, key=ki)
-            return x, self.base.log_prob(zi) - ld
-
-        x, lp = jax.vmap(one)(flat, keys)
+        x, ld = batch_transform_and_log_det(self.bijection, flat, key=k_bij)
+        lp = jax.vmap(self.base.log_prob)(flat) - ld
         return x.reshape(z.shape), lp.reshape(tuple(sample_shape))

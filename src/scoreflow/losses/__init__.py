@@ -1,7 +1,15 @@
-"""Pure loss functions: denoising, sliced and implicit score matching, DDPM and NCSN."""
+"""Pure losses: score matching in every form, with its weightings and time samplings."""
 
-from ._dsm import ddpm_simple_loss as ddpm_simple_loss
 from ._dsm import denoising_score_matching as denoising_score_matching
-from ._dsm import ncsn_loss as ncsn_loss
+from ._options import AbstractTimeSampling as AbstractTimeSampling
+from ._options import AbstractWeighting as AbstractWeighting
+from ._options import DiscreteTime as DiscreteTime
+from ._options import EDMWeighting as EDMWeighting
+from ._options import LikelihoodWeighting as LikelihoodWeighting
+from ._options import LogNormalTime as LogNormalTime
+from ._options import LogSNRUniformTime as LogSNRUniformTime
+from ._options import SigmaSquaredWeighting as SigmaSquaredWeighting
+from ._options import UniformTime as UniformTime
+from ._options import UnitWeighting as UnitWeighting
 from ._ssm import implicit_score_matching as implicit_score_matching
 from ._ssm import sliced_score_matching as sliced_score_matching

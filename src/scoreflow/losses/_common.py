@@ -1,14 +1,14 @@
-"""Shared pieces of the score-matching losses: time sampling, weightings, reductions."""
+"""Shared pieces of the score-matching losses: checks, the noisy batch, reductions."""
 
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 
-from .._custom_types import PARAMETERISATIONS
-from ..sde import AbstractSDE, convert
+from .. import _checks
+from ..sde import AbstractPrediction, AbstractSDE, convert
+from ..solve._shared._model import check_model
+from ._options import AbstractTimeSampling, AbstractWeighting
 
-WEIGHTINGS = ("sigma2", "likelihood", "edm", "unit")
-TIME_SAMPLINGS = ("uniform", "importance", "lognormal")
 REDUCTIONS = ("mean", "sum")
 
 
@@ -17,55 +17,34 @@ def check_choice(value, choices, name):
         raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
 
 
-def check_batch(x):
-    if not isinstance(x, jax.Array) or not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"`x` must be a floating-point JAX array, got {type(x)}.")
-    if x.ndim < 2:
-        raise ValueError(f"`x` must have shape (batch, *event_shape), got {x.shape}.")
+def check_options(sde, model, x, weighting, time_sampling, reduce) -> AbstractPrediction:
+    """The checks every score-matching loss makes at its boundary."""
+    check_model(sde, model)
+    if not isinstance(weighting, AbstractWeighting):
+        raise ValueError(
+            "`weighting` must be a `scoreflow.losses` weighting (e.g. "
+            f"`SigmaSquaredWeighting()`), got {weighting!r}."
+        )
+    if not isinstance(time_sampling, AbstractTimeSampling):
+        raise ValueError(
+            "`time_sampling` must be a `scoreflow.losses` time sampling (e.g. "
+            f"`UniformTime()`), got {time_sampling!r}."
+        )
+    check_choice(reduce, REDUCTIONS, "reduce")
+    _checks.batch_array(x, "x")
+    return model
 
 
-def score_weight(sde: AbstractSDE, t, weighting: str, sigma_data):
-    r"""The weight $\lambda(t)$ multiplying $\|s_{\theta} - \nabla\log p\|^2$ (score space)."""
+def noisy_batch(sde: AbstractSDE, x, time_sampling, *, key):
+    r"""Times, importance weights, noise $\varepsilon$ and $x_t = \alpha_t x + \sigma_t\varepsilon$."""
+    n, dtype = x.shape[0], x.dtype
+    k_t, k_eps = jr.split(key)
+    t, iw = time_sampling.sample(sde, n, dtype, key=k_t)
+    eps = jr.normal(k_eps, x.shape, dtype)
     alpha, sigma = sde.marginal(t)
-    if weighting == "sigma2":
-        return sigma**2
-    if weighting == "likelihood":
-        return sde.diffusion(t) ** 2
-    if weighting == "edm":
-        # EDM weights the x0 error by (s^2 + s_d^2) / (s s_d)^2 with s = sigma / alpha
-        # (Karras et al. 2022, Table 1); x0 error = sigma^2 / alpha * score error.
-        s = sigma / alpha
-        lam = (s**2 + sigma_data**2) / (s * sigma_data) ** 2
-        return lam * sigma**4 / alpha**2
-    return jnp.ones_like(sigma)
-
-
-def sample_times(sde: AbstractSDE, n, time_sampling, p_mean, p_std, dtype, *, key):
-    r"""Times $t$ and the importance weights that keep the objective uniform in $t$.
-
-    `"importance"` draws $\lambda_t$ (log-SNR) uniformly, i.e. $q(t) \propto g(t)^2 /
-    \sigma_t^2 = -2\,d\lambda_t/dt$ (true for every linear SDE), which is the proposal
-    of Song et al. 2021b (arXiv:2101.09258, sec. 5.1) for the likelihood weighting. The
-    returned weight is $1 / ((T - t_{\min})\,q(t))$.
-    """
-    t_min = jnp.asarray(sde.t_min, dtype)
-    T = jnp.asarray(sde.T, dtype)
-    if time_sampling == "uniform":
-        t = jr.uniform(key, (n,), dtype, t_min, T)
-        return t, jnp.ones((n,), dtype)
-    if time_sampling == "importance":
-        lam_hi = sde.log_snr(t_min)
-        lam_lo = sde.log_snr(T)
-        lam = jr.uniform(key, (n,), dtype, lam_lo, lam_hi)
-        t = jnp.clip(sde.t_from_log_snr(lam).astype(dtype), t_min, T)
-        dlam_dt = jax.vmap(jax.grad(lambda s: sde.log_snr(s)))(t)
-        q = -dlam_dt / (lam_hi - lam_lo)
-        return t, (1.0 / ((T - t_min) * q)).astype(dtype)
-    # EDM's training distribution ln(sigma/alpha) ~ N(P_mean, P_std^2) (Karras et al.
-    # 2022, Table 1), mapped to time through the inverse log-SNR; it defines the objective.
-    log_noise = p_mean + p_std * jr.normal(key, (n,), dtype)
-    t = jnp.clip(sde.t_from_log_snr(-log_noise).astype(dtype), t_min, T)
-    return t, jnp.ones((n,), dtype)
+    bshape = (n,) + (1,) * (x.ndim - 1)
+    xt = (alpha.reshape(bshape) * x + sigma.reshape(bshape) * eps).astype(dtype)
+    return t, iw, eps, xt
 
 
 def native_scale(sde, t, x, parameterisation):
@@ -75,7 +54,6 @@ def native_scale(sde, t, x, parameterisation):
     `scoreflow.sde.convert` (so nothing is re-derived here), maps an error in the
     model's own parameterisation to an error in score space.
     """
-    check_choice(parameterisation, PARAMETERISATIONS, "parameterisation")
 
     def to_score(value):
         return convert(sde, t, x, value, source=parameterisation, target="score")

@@ -8,18 +8,23 @@ import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float
 
 from .._custom_types import Key
-from ..bijections import CNF, StandardNormal
+from ..bijections import CNF, Affine, Chain, Flow, StandardNormal
 from ..nn import ConcatSquashMLP
+from ..solve import AbstractTrace, Exact
+from ._base import AbstractExactLikelihood, check_event
 
 
-class FFJORD(eqx.Module):
+class FFJORD(AbstractExactLikelihood):
     r"""FFJORD: a continuous normalizing flow trained by maximum likelihood.
 
     Grathwohl et al. 2019 ("FFJORD: Free-form Continuous Dynamics for Scalable
     Reversible Generative Models", arXiv:1810.01367). Data $x = \mu + s \odot z(t_1)$
     where $z$ solves $dz/dt = f_{\theta}(t, z)$ from $z(0) \sim N(0, I)$, $f_{\theta}$ a
-    ConcatSquash MLP; $\log p(x)$ by the instantaneous change of variables (eq. 4) with an
-    exact or Hutchinson trace (eq. 7). The loss optionally adds the kinetic-energy and
+    ConcatSquash MLP: the `Flow(StandardNormal, Chain([CNF, Affine(mu, s)]))` of
+    `scoreflow.bijections`, built as `RealNVP` is, with the standardisation $\mu$, $s$
+    held fixed (no gradient reaches them). $\log p(x)$ by the instantaneous change of
+    variables (eq. 4) with an exact or Hutchinson trace (eq. 7); a batch shares one
+    adaptive solve, as in Grathwohl et al.'s code. The loss optionally adds the kinetic-energy and
     Jacobian-Frobenius regularisers of Finlay et al. 2020 (arXiv:2002.02798, eq. 7),
     which straighten trajectories and cut the number of solver steps.
 
@@ -34,8 +39,7 @@ class FFJORD(eqx.Module):
             step count with softplus), while on two moons softplus was the better of
             the two after 1 000 steps. Try both.
         t1: integration time.
-        trace: `"exact"` or `"hutchinson"`.
-        num_probes: Hutchinson probes.
+        trace: `scoreflow.solve.Exact()` or `Hutchinson(num_probes, probe)`.
         solver: diffrax ODE solver (default `Tsit5`).
         rtol: relative tolerance. Train at about 1e-5 (Grathwohl et al.): at loose
             tolerances the network can learn to exploit the solver's error, so the
@@ -54,9 +58,7 @@ class FFJORD(eqx.Module):
         ValueError: on a negative regulariser weight or bad CNF options.
     """
 
-    cnf: CNF
-    loc: Array
-    scale: Array
+    flow: Flow
     kinetic_weight: float = eqx.field(static=True)
     frobenius_weight: float = eqx.field(static=True)
 
@@ -68,8 +70,7 @@ class FFJORD(eqx.Module):
         depth: int = 3,
         activation: Callable = jax.nn.softplus,
         t1: float = 1.0,
-        trace: str = "exact",
-        num_probes: int = 1,
+        trace: AbstractTrace = Exact(),
         solver: dfx.AbstractSolver | None = None,
         rtol: float = 1e-5,
         atol: float = 1e-5,
@@ -86,51 +87,65 @@ class FFJORD(eqx.Module):
                 raise ValueError(f"`{name}` must be non-negative, got {w}.")
         dtype = jnp.result_type(float) if dtype is None else dtype
         net = ConcatSquashMLP(dim, width, depth, activation, dtype=dtype, key=key)
-        self.cnf = CNF(
+        cnf = CNF(
             net,
             (dim,),
             t1=float(t1),
             trace=trace,
-            num_probes=num_probes,
             solver=dfx.Tsit5() if solver is None else solver,
             rtol=rtol,
             atol=atol,
             adjoint=adjoint,
         )
-        self.loc = jnp.zeros(dim, dtype) if loc is None else jnp.asarray(loc, dtype)
-        self.scale = jnp.ones(dim, dtype) if scale is None else jnp.asarray(scale, dtype)
+        loc = jnp.zeros(dim, dtype) if loc is None else jnp.asarray(loc, dtype)
+        scale = jnp.ones(dim, dtype) if scale is None else jnp.asarray(scale, dtype)
+        self.flow = Flow(StandardNormal((dim,)), Chain([cnf, Affine(loc, scale)]))
         self.kinetic_weight = float(kinetic_weight)
         self.frobenius_weight = float(frobenius_weight)
 
-    def _encode(self, x, key):
-        loc, scale = jax.lax.stop_gradient((self.loc, self.scale))
-        z = (x - loc[None, :]) / scale[None, :]
-        sol = self.cnf.solve(z, inverse=True, key=key)
-        base = jax.vmap(StandardNormal(self.cnf.shape).log_prob)(sol.z)
-        return base + sol.log_det - jnp.sum(jnp.log(scale)), sol
+    @property
+    def event_shape(self) -> tuple[int, ...]:  # pyright: ignore[reportIncompatibleVariableOverride]
+        return self.flow.shape
+
+    def _fixed(self) -> Flow:
+        # The flow with its standardisation out of the gradient's reach.
+        return eqx.tree_at(
+            lambda f: f.bijection.bijections[1], self.flow, jax.lax.stop_gradient(self._affine)
+        )
+
+    @property
+    def _affine(self) -> Affine:
+        affine = self.flow.bijection.bijections[1]  # pyright: ignore[reportAttributeAccessIssue]
+        assert isinstance(affine, Affine)
+        return affine
+
+    def _nll_and_regularisers(self, x, key):
+        # The flow's log-density with the Finlay et al. integrals of the same solve.
+        cnf, affine = self._fixed().bijection.bijections  # pyright: ignore[reportAttributeAccessIssue]
+        z, ld_affine = jax.vmap(affine.inverse_and_log_det)(x)
+        sol = cnf.solve(z, inverse=True, key=key)
+        lp = jax.vmap(self.flow.base.log_prob)(sol.z) + sol.log_det + ld_affine
+        return -lp, sol.kinetic, sol.frobenius
 
     def log_prob(
         self, x: Float[Array, "batch dim"], *, key: Key | None = None
     ) -> Float[Array, " batch"]:
         """Log-density (exact up to solver tolerance, or a Hutchinson estimate)."""
-        return self._encode(x, key)[0]
+        check_event(x, self.event_shape)
+        return self._fixed().log_prob(x, key=key)
 
     def loss(self, x: Float[Array, "batch dim"], *, key: Key | None = None) -> Float[Array, ""]:
         """Mean negative log-likelihood plus the weighted Finlay et al. regularisers."""
-        lp, sol = self._encode(x, key)
-        loss = -jnp.mean(lp)
+        check_event(x, self.event_shape)
+        nll, kinetic, frobenius = self._nll_and_regularisers(x, key)
+        loss = jnp.mean(nll)
         if self.kinetic_weight:
-            loss = loss + self.kinetic_weight * jnp.mean(sol.kinetic)
+            loss = loss + self.kinetic_weight * jnp.mean(kinetic)
         if self.frobenius_weight:
-            loss = loss + self.frobenius_weight * jnp.mean(sol.frobenius)
+            loss = loss + self.frobenius_weight * jnp.mean(frobenius)
         return loss
 
-    def sample(self, shape: tuple[int, ...], *, key: Key) -> Float[Array, "batch dim"]:
-        """Draw samples of `shape = (batch, dim)`: integrate the ODE from noise."""
-        shape = tuple(shape)
-        if len(shape) != 2 or shape[1:] != self.cnf.shape:
-            raise ValueError(f"`shape` must be (batch, {self.cnf.shape[0]}), got {shape}.")
-        k_z, k_tr = jr.split(key)
-        z = jr.normal(k_z, shape, self.loc.dtype)
-        sol = self.cnf.solve(z, key=k_tr)
-        return self.loc[None, :] + self.scale[None, :] * sol.z
+    def sample(self, sample_shape: int | tuple[int, ...] = (), *, key: Key) -> Float[Array, "..."]:
+        """Draw `(*sample_shape, dim)` samples: integrate the ODE from noise."""
+        shape, _ = self._flat_shape(sample_shape)
+        return self._fixed().sample(shape, key=key, dtype=self._affine.loc.dtype)

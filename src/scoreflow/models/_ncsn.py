@@ -1,4 +1,5 @@
 from collections.abc import Callable
+from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -8,7 +9,8 @@ from jaxtyping import Array, Float
 
 from .. import _checks, losses, solve
 from .._custom_types import Key, Scalar
-from ..sde import VESDE
+from ..sde import VESDE, AbstractPrediction
+from ._base import AbstractGenerativeModel, check_event, check_method
 
 
 def geometric_sigmas(sigma_max: float = 10.0, sigma_min: float = 0.01, num_levels: int = 10):
@@ -16,59 +18,70 @@ def geometric_sigmas(sigma_max: float = 10.0, sigma_min: float = 0.01, num_level
     return jnp.asarray(np.geomspace(sigma_max, sigma_min, num_levels))
 
 
-class _AtNoiseLevel(eqx.Module):
-    # Reads a sigma-conditioned network as a (t, x) model of the ladder's VE SDE.
-    network: Callable
-    sde: VESDE
-
-    def __call__(self, t, x):
-        sigma = self.sde.marginal(t)[1].astype(x.dtype)
-        return self.network(sigma, x)
-
-
 def ladder_sde(sigmas) -> VESDE:
     r"""A `VESDE` whose noise levels cover the ladder, so that $\sigma_i = \sigma(t_i)$."""
     return VESDE(sigma_min=0.5 * sigmas[-1], sigma_max=1.01 * sigmas[0], t_min=1e-6)
 
 
-class NCSN(eqx.Module):
+class NCSN(AbstractGenerativeModel, AbstractPrediction):
     r"""Noise-conditional score network (Song & Ermon 2019, arXiv:1907.05600).
 
-    A score network $s_{\theta}(\sigma, x)$ trained on a ladder of noise levels with
-    `scoreflow.losses.ncsn_loss` (eq. 6, $\lambda(\sigma) = \sigma^2$) and sampled by
-    annealed Langevin dynamics (Algorithm 1) through `scoreflow.solve.annealed_langevin`
-    (Euler–Maruyama on `scoreflow.sde.langevin_terms` at each level), with the final
-    denoising step of Jolicoeur-Martineau et al. 2021 (arXiv:2009.05475). The ladder is
-    read as noise levels of a `VESDE` (`ladder_sde`), the network being called with
-    $\sigma_t$.
+    A score network $s_{\theta}(\sigma, x)$ trained on a ladder of noise levels by
+    noise-conditional score matching (eq. 6, $\lambda(\sigma) = \sigma^2$), which is
+    `scoreflow.losses.denoising_score_matching` with the score parameterisation and a
+    `DiscreteTime` sampling of the ladder's times, and sampled by annealed Langevin
+    dynamics (Algorithm 1, `scoreflow.solve.annealed_langevin`) with the final denoising
+    step of Jolicoeur-Martineau et al. 2021 (arXiv:2009.05475). The ladder is read as
+    noise levels of a `VESDE` (`ladder_sde`): `model(t, x)` calls the network with
+    $\sigma_t$, so the model is a score `AbstractPrediction` like any other. It has no
+    likelihood.
 
     Args:
         network: per-example score network `(sigma, x) -> array` (the noise level is
             its first argument).
+        event_shape: the shape of one example.
         sigmas: strictly decreasing `(L,)` noise levels (default `geometric_sigmas()`).
     """
 
     network: Callable[..., Array]
     sigmas: Float[Array, " L"]
+    event_shape: tuple[int, ...] = eqx.field(static=True)
+    parameterisation: ClassVar[str] = "score"
 
-    def __init__(self, network: Callable[..., Array], sigmas=None):
+    def __init__(self, network: Callable[..., Array], *, event_shape: tuple[int, ...], sigmas=None):
         self.network = network
         self.sigmas = geometric_sigmas() if sigmas is None else jnp.asarray(sigmas)
-        s = _checks.concrete(self.sigmas)
+        self.event_shape = tuple(event_shape)
         if self.sigmas.ndim != 1:
             raise ValueError(f"`sigmas` must be 1-d, got shape {self.sigmas.shape}.")
+        s = _checks.concrete(self.sigmas)
         if s is not None:
             _checks.check(bool(np.all(s > 0)), "sigmas", "must be positive.")
             _checks.check(bool(np.all(np.diff(s) < 0)), "sigmas", "must be strictly decreasing.")
 
+    @property
+    def sde(self) -> VESDE:  # pyright: ignore[reportIncompatibleVariableOverride]
+        """The `VESDE` of the ladder."""
+        return ladder_sde(self.sigmas)
+
+    def __call__(self, t, x: Float[Array, "..."]) -> Float[Array, "..."]:
+        r"""$s_\theta(\sigma_t, x)$ at one example."""
+        sigma = self.sde.marginal(t)[1].astype(x.dtype)
+        return self.network(sigma, x)
+
     def loss(self, x: Float[Array, "batch ..."], *, key: Key) -> Scalar:
         """Noise-conditional score matching on a batch."""
-        return losses.ncsn_loss(self.network, self.sigmas, x, key=key)
+        check_event(x, self.event_shape)
+        times = solve.ladder_times(self.sde, self.sigmas.astype(x.dtype))
+        return losses.denoising_score_matching(
+            self.sde, self, x, time_sampling=losses.DiscreteTime(times), key=key
+        )
 
     def sample(
         self,
-        shape: tuple[int, ...],
+        sample_shape: int | tuple[int, ...] = (),
         *,
+        method: str = "langevin",
         steps_per_level: int = 100,
         step_size: float = 2e-5,
         denoise: bool = True,
@@ -82,7 +95,8 @@ class NCSN(eqx.Module):
         $N(0, \sigma_1^2 I)$.
 
         Args:
-            shape: `(batch, *event)`.
+            sample_shape: the batch shape (an int `n` is `(n,)`).
+            method: `"langevin"` (the only one).
             steps_per_level: $T$.
             step_size: $\epsilon$.
             denoise: finish with $x + \sigma_L^2 s_{\theta}(\sigma_L, x)$.
@@ -90,22 +104,22 @@ class NCSN(eqx.Module):
             key: PRNG key.
 
         Returns:
-            The samples.
+            `(*sample_shape, *event_shape)` samples.
         """
+        check_method(method, ("langevin",))
         dtype = jnp.result_type(float) if dtype is None else dtype
+        shape, n = self._flat_shape(sample_shape)
         sigmas = self.sigmas.astype(dtype)
         k0, k = jr.split(key)
-        x = sigmas[0] * jr.normal(k0, tuple(shape), dtype)
-        sde = ladder_sde(self.sigmas)
+        y0 = sigmas[0] * jr.normal(k0, (n, *self.event_shape), dtype)
         res = solve.annealed_langevin(
-            sde,
-            _AtNoiseLevel(self.network, sde),
-            x,
+            self.sde,
+            self,
+            y0,
             ladder=sigmas,
             step_size=step_size,
             steps_per_level=steps_per_level,
-            parameterisation="score",
             denoise=denoise,
             key=k,
         )
-        return res.samples
+        return res.samples.reshape(*shape, *self.event_shape)

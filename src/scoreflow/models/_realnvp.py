@@ -3,15 +3,15 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from .._custom_types import Key
-from ..bijections import Affine, Chain, Flow, Invert, StandardNormal
-from ..bijections import RealNVP as RealNVPBijection
+from ..bijections import Affine, AffineCouplingStack, Chain, Flow, Invert, StandardNormal
+from ._base import AbstractExactLikelihood, check_event
 
 
-class RealNVP(eqx.Module):
+class RealNVP(AbstractExactLikelihood):
     r"""RealNVP density model (Dinh et al. 2017, arXiv:1605.08803), trained by likelihood.
 
     A `Flow` whose bijection maps a standard normal through alternating affine
-    couplings (`scoreflow.bijections.RealNVP`) and then an elementwise `Affine` started
+    couplings (`scoreflow.bijections.AffineCouplingStack`) and then an elementwise `Affine` started
     at the data's location and scale (learnable), so the couplings see standardised data.
     The couplings' forward map $x \odot a + t$ is the *normalising* direction, data to
     latent, as Dinh et al. define it (their $f: X \to Z$, eqs. 4-5 and 9; flowjax's
@@ -54,7 +54,7 @@ class RealNVP(eqx.Module):
         dtype = jnp.result_type(float) if dtype is None else dtype
         loc = jnp.zeros(dim, dtype) if loc is None else jnp.asarray(loc, dtype)
         scale = jnp.ones(dim, dtype) if scale is None else jnp.asarray(scale, dtype)
-        coupling = RealNVPBijection(
+        coupling = AffineCouplingStack(
             dim,
             num_layers=num_layers,
             width=width,
@@ -67,20 +67,22 @@ class RealNVP(eqx.Module):
         )
         self.flow = Flow(StandardNormal((dim,)), Chain([Invert(coupling), Affine(loc, scale)]))
 
-    def log_prob(self, x: Float[Array, "batch dim"]) -> Float[Array, " batch"]:
+    @property
+    def event_shape(self) -> tuple[int, ...]:  # pyright: ignore[reportIncompatibleVariableOverride]
+        return self.flow.shape
+
+    def log_prob(
+        self, x: Float[Array, "batch dim"], *, key: Key | None = None
+    ) -> Float[Array, " batch"]:
         """Exact log-density (change of variables, Dinh et al. 2017, eq. 3)."""
-        return self.flow.log_prob(x)
+        return self.flow.log_prob(check_event(jnp.asarray(x), self.event_shape))
 
     def loss(self, x: Float[Array, "batch dim"], *, key: Key | None = None) -> Float[Array, ""]:
         """Negative log-likelihood per example, averaged over the batch (nats)."""
         return -jnp.mean(self.log_prob(x))
 
-    def sample(self, shape: tuple[int, ...], *, key: Key) -> Float[Array, "..."]:
-        """Draw samples of `shape = (*batch, dim)`."""
-        shape = tuple(shape)
-        if shape[-1:] != self.flow.shape:
-            raise ValueError(
-                f"`shape` must end with the event shape {self.flow.shape}, got {shape}."
-            )
+    def sample(self, sample_shape: int | tuple[int, ...] = (), *, key: Key) -> Float[Array, "..."]:
+        """Draw `(*sample_shape, dim)` samples."""
+        shape, _ = self._flat_shape(sample_shape)
         dtype = self.flow.bijection.bijections[-1].loc.dtype
-        return self.flow.sample(shape[:-1], key=key, dtype=dtype)
+        return self.flow.sample(shape, key=key, dtype=dtype)

@@ -16,7 +16,8 @@ class EDMPrecond(eqx.Module):
     $c_{\rm in} = 1/\sqrt{\tilde\sigma^2+\sigma_d^2}$,
     $c_{\rm noise} = \tfrac14\ln\tilde\sigma$. Dividing by $\alpha_t$ makes the wrapper
     valid under any linear SDE, not only EDM's $\alpha = 1$: it predicts $x_0$, so use
-    it with `parameterisation="x0"` (and `weighting="edm"` to get EDM's loss).
+    it with `parameterisation="x0"` (and `scoreflow.losses.EDMWeighting(sigma_data)` to get
+    EDM's loss).
 
     Args:
         sde: the SDE whose `marginal(t)` gives $(\alpha_t, \sigma_t)$ (any object

@@ -1,43 +1,51 @@
-"""The solver core: samplers, time grids and Brownian paths."""
+"""The solver core: samplers, likelihoods, Langevin chains, time grids, Brownian paths.
 
-from ._annealed import annealed_langevin as annealed_langevin
-from ._annealed import ladder_times as ladder_times
-from ._bits_per_dim import BitsPerDimResult as BitsPerDimResult
-from ._bits_per_dim import bits_per_dim as bits_per_dim
-from ._bits_per_dim import uniform_dequantiser as uniform_dequantiser
-from ._brownian import GridBrownianPath as GridBrownianPath
-from ._calibrate import calibrate_grid as calibrate_grid
-from ._grids import AbstractGrid as AbstractGrid
-from ._grids import CustomGrid as CustomGrid
-from ._grids import KarrasGrid as KarrasGrid
-from ._grids import LogSNRGrid as LogSNRGrid
-from ._grids import UniformGrid as UniformGrid
-from ._langevin import MALA as MALA
-from ._langevin import LangevinResult as LangevinResult
-from ._langevin import mala as mala
-from ._langevin import ula as ula
-from ._langevin import underdamped_langevin as underdamped_langevin
-from ._likelihood import AugmentedDynamics as AugmentedDynamics
-from ._likelihood import AugmentedState as AugmentedState
-from ._likelihood import FlowSolution as FlowSolution
-from ._likelihood import LikelihoodResult as LikelihoodResult
-from ._likelihood import augmented_error_norm as augmented_error_norm
-from ._likelihood import log_likelihood as log_likelihood
-from ._likelihood import solve_augmented as solve_augmented
-from ._predictor_corrector import LangevinCorrector as LangevinCorrector
-from ._predictor_corrector import PredictorCorrector as PredictorCorrector
-from ._predictor_corrector import solve_predictor_corrector as solve_predictor_corrector
+A flat public namespace over private folders by concept (as diffrax does): `_solvers/`
+(every solver, MALA and predictor–corrector included, with their base classes),
+`_likelihood/` (augmented dynamics, trace estimators, `log_likelihood`), `_langevin/`
+(the Langevin family), `_grids/` (fixed grids and their calibration) and `_shared/`
+(batching, save points, evaluation counts, diffrax's reversed time, input checks).
+"""
+
+from ._grids._calibrate import calibrate_grid as calibrate_grid
+from ._grids._grids import AbstractGrid as AbstractGrid
+from ._grids._grids import CustomGrid as CustomGrid
+from ._grids._grids import KarrasGrid as KarrasGrid
+from ._grids._grids import LogSNRGrid as LogSNRGrid
+from ._grids._grids import UniformGrid as UniformGrid
+from ._langevin._annealed import annealed_langevin as annealed_langevin
+from ._langevin._annealed import ladder_times as ladder_times
+from ._langevin._chains import mala as mala
+from ._langevin._chains import ula as ula
+from ._langevin._chains import underdamped_langevin as underdamped_langevin
+from ._langevin._common import LangevinResult as LangevinResult
+from ._langevin._step import langevin_step as langevin_step
+from ._likelihood._augmented import AugmentedDynamics as AugmentedDynamics
+from ._likelihood._augmented import AugmentedState as AugmentedState
+from ._likelihood._augmented import FlowSolution as FlowSolution
+from ._likelihood._augmented import augmented_error_norm as augmented_error_norm
+from ._likelihood._augmented import solve_augmented as solve_augmented
+from ._likelihood._log_likelihood import LikelihoodResult as LikelihoodResult
+from ._likelihood._log_likelihood import log_likelihood as log_likelihood
+from ._likelihood._trace import AbstractTrace as AbstractTrace
+from ._likelihood._trace import Exact as Exact
+from ._likelihood._trace import Hutchinson as Hutchinson
 from ._sample import SampleResult as SampleResult
-from ._sample import evals_per_step as evals_per_step
 from ._sample import sample as sample
 from ._sample import solve_probability_flow as solve_probability_flow
 from ._sample import solve_reverse_sde as solve_reverse_sde
-from ._solvers import DDIM as DDIM
-from ._solvers import AbstractDiffusionSolver as AbstractDiffusionSolver
-from ._solvers import DDPMAncestral as DDPMAncestral
-from ._solvers import DenoiserTerm as DenoiserTerm
-from ._solvers import DPMSolverPP as DPMSolverPP
-from ._solvers import EDMHeun as EDMHeun
-from ._solvers import ExponentialAdamsPC as ExponentialAdamsPC
-from ._solvers import exponential_weights as exponential_weights
-from ._solvers import is_stochastic as is_stochastic
+from ._shared._brownian import GridBrownianPath as GridBrownianPath
+from ._shared._nfe import AbstractCountedSolver as AbstractCountedSolver
+from ._shared._nfe import evals_per_step as evals_per_step
+from ._solvers._adams_pc import ExponentialAdamsPC as ExponentialAdamsPC
+from ._solvers._base import AbstractDiffusionSolver as AbstractDiffusionSolver
+from ._solvers._base import AbstractStochasticDiffusionSolver as AbstractStochasticDiffusionSolver
+from ._solvers._ddim import DDIM as DDIM
+from ._solvers._ddim import StochasticDDIM as StochasticDDIM
+from ._solvers._dpm_solver_pp import DPMSolverPP as DPMSolverPP
+from ._solvers._edm_heun import EDMHeun as EDMHeun
+from ._solvers._edm_heun import StochasticEDMHeun as StochasticEDMHeun
+from ._solvers._exponential import exponential_weights as exponential_weights
+from ._solvers._mala import MALA as MALA
+from ._solvers._predictor_corrector import LangevinCorrector as LangevinCorrector
+from ._solvers._predictor_corrector import PredictorCorrector as PredictorCorrector

@@ -1,5 +1,3 @@
-from collections.abc import Callable
-
 import diffrax as dfx
 import equinox as eqx
 import jax
@@ -7,17 +5,17 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, Int
 
+from .. import _checks
 from .._custom_types import Key
-from ..sde import (
-    AbstractSDE,
-    Prediction,
-    ScalarNoiseTerm,
-    probability_flow_term,
-    reverse_sde_terms,
-)
-from ._brownian import GridBrownianPath
-from ._grids import AbstractGrid, KarrasGrid, UniformGrid
-from ._solvers import AbstractDiffusionSolver, DenoiserTerm, is_stochastic
+from ..sde import AbstractPrediction, AbstractSDE, probability_flow_term, reverse_sde_terms
+from ._grids._grids import AbstractGrid, KarrasGrid, UniformGrid
+from ._shared._brownian import GridBrownianPath
+from ._shared._model import check_model
+from ._shared._nfe import count_nfe
+from ._shared._result import finite_result
+from ._shared._saveat import save_at
+from ._solvers._base import AbstractDiffusionSolver, AbstractStochasticDiffusionSolver
+from ._solvers._predictor_corrector import PredictorCorrector
 
 
 class SampleResult(eqx.Module):
@@ -28,6 +26,7 @@ class SampleResult(eqx.Module):
         num_steps: solver steps attempted (accepted + rejected).
         nfe: network evaluations, the final denoise included; -1 for a solver whose
             cost per step scoreflow does not know.
+        stats: diffrax's statistics dictionary.
         result: diffrax's result code (`diffrax.RESULTS.successful` on success).
         ts: the times of `trajectory`, when one was asked for.
         trajectory: the states at `ts`, when asked for.
@@ -36,40 +35,10 @@ class SampleResult(eqx.Module):
     samples: Array
     num_steps: Int[Array, ""]
     nfe: Int[Array, ""]
+    stats: dict
     result: dfx.RESULTS
     ts: Array | None = None
     trajectory: Array | None = None
-
-
-def evals_per_step(solver: dfx.AbstractSolver) -> tuple[int, int] | None:
-    """Network evaluations `(per step, once at the start)` of a diffrax solver.
-
-    For explicit Runge–Kutta methods this is read off the Butcher tableau (an FSAL
-    method reuses its last stage); `None` when unknown. A scoreflow solver states
-    its own cost through an `evals_per_step` attribute.
-    """
-    own = getattr(type(solver), "evals_per_step", None)
-    if own is not None:
-        return own(solver) if callable(own) else own
-    if isinstance(solver, (dfx.Euler, dfx.ReversibleHeun)):
-        return (1, 1) if isinstance(solver, dfx.ReversibleHeun) else (1, 0)
-    if isinstance(solver, dfx.AbstractERK):
-        tableau = solver.tableau
-        if isinstance(tableau, dfx.MultiButcherTableau):
-            tableau = tableau.tableaus[0]
-        if tableau.fsal:
-            return tableau.num_stages - 1, 1
-        return tableau.num_stages, 0
-    return None
-
-
-class _Batched(eqx.Module):
-    # A module, not a `jax.vmap` closure, so the model's parameters stay pytree
-    # leaves that gradients and diffrax's adjoints can see.
-    fn: Callable
-
-    def __call__(self, t, x):
-        return jax.vmap(self.fn, in_axes=(None, 0))(t, x)
 
 
 def _stepping(sde, grid, stepsize_controller, dt0, default_grid, max_steps, dtype):
@@ -82,7 +51,7 @@ def _stepping(sde, grid, stepsize_controller, dt0, default_grid, max_steps, dtyp
     if stepsize_controller is None:
         grid = default_grid if grid is None else grid
         if not isinstance(grid, AbstractGrid):
-            raise ValueError(f"`grid` must be a scoreflow grid, got {type(grid)}.")
+            raise ValueError(f"`grid` must be a scoreflow grid, got {type(grid).__name__}.")
         ts = grid.times(sde).astype(dtype)
         return ts[0], ts[-1], None, dfx.StepTo(ts), grid.num_steps, ts
     if dt0 is None:
@@ -91,55 +60,44 @@ def _stepping(sde, grid, stepsize_controller, dt0, default_grid, max_steps, dtyp
     return cast(sde.T), cast(sde.t_min), cast(dt0), stepsize_controller, max_steps, None
 
 
-def _saveat(ts_save, solver_state=False):
-    if ts_save is None:
-        return dfx.SaveAt(t1=True, solver_state=solver_state)
-    return dfx.SaveAt(ts=jnp.asarray(ts_save), t1=True, solver_state=solver_state)
-
-
-def _finish(sde, prediction, sol, t_end, x_shape, denoise, solver, ts_save, term=None):
+def _finish(sol, term, solver, t_end, denoise, ts_save, throw):
     x = sol.ys[-1]
-    num_steps = sol.stats["num_steps"]
-    cost = evals_per_step(solver)
     extra = 0
     if denoise:
         free = None
-        if isinstance(solver, AbstractDiffusionSolver) and term is not None:
+        if isinstance(solver, AbstractDiffusionSolver):
             free = solver.last_denoised(term, sol.solver_state, t_end, x)
         if free is None:
-            x = _Batched(prediction.x0)(t_end, x)
+            x = term.denoise(t_end, x)
             extra = 1
         else:
             x = free
-    if cost is None:
-        nfe = jnp.asarray(-1)
-    else:
-        nfe = num_steps * cost[0] + cost[1] + extra
-    trajectory = None if ts_save is None else sol.ys[:-1]
+    num_steps = sol.stats["num_steps"]
+    result, x = finite_result(sol.result, x, throw)
     return SampleResult(
-        samples=x.reshape(x_shape),
+        samples=x,
         num_steps=num_steps,
-        nfe=nfe,
-        result=sol.result,
+        nfe=count_nfe(solver, num_steps, extra),
+        stats=sol.stats,
+        result=result,
         ts=None if ts_save is None else sol.ts[:-1],
-        trajectory=trajectory,
+        trajectory=None if ts_save is None else sol.ys[:-1],
     )
 
 
-def _check_state(x_T):
-    if not isinstance(x_T, jax.Array) or not jnp.issubdtype(x_T.dtype, jnp.floating):
-        raise ValueError(f"`x_T` must be a floating-point JAX array, got {type(x_T)}.")
-    if x_T.ndim < 2:
-        raise ValueError(f"`x_T` must have shape (batch, *event_shape), got {x_T.shape}.")
+def _levy_area(solver):
+    # The Brownian motion carries Lévy area only for the stochastic Runge–Kutta methods.
+    if isinstance(solver, PredictorCorrector):
+        return _levy_area(solver.predictor)
+    return dfx.SpaceTimeLevyArea if isinstance(solver, dfx.AbstractSRK) else dfx.BrownianIncrement
 
 
 @eqx.filter_jit
 def solve_probability_flow(
     sde: AbstractSDE,
-    model: Callable[..., Array],
-    x_T: Float[Array, "batch ..."],
+    model: AbstractPrediction,
+    y0: Float[Array, "batch ..."],
     *,
-    parameterisation: str = "score",
     solver: dfx.AbstractSolver | None = None,
     grid: AbstractGrid | None = None,
     stepsize_controller: dfx.AbstractAdaptiveStepSizeController | None = None,
@@ -153,21 +111,22 @@ def solve_probability_flow(
     r"""Map noise to data through the probability-flow ODE (Song et al. 2021, eq. 13).
 
     Solves $dx/dt = f(t)x - \tfrac12 g(t)^2 \nabla\log p_t(x)$, the model standing in
-    for the score, from `T` to `t_min` with
-    any diffrax ODE solver, then (if `denoise`) returns the model's $E[x_0 \mid x]$ at
+    for the score (`scoreflow.sde.ProbabilityFlowTerm`), from `T` to `t_min` with any
+    diffrax ODE solver, then (if `denoise`) returns the model's $E[x_0 \mid x]$ at
     `t_min` (one more network call), as in Karras et al. 2022.
 
     Args:
         sde: the SDE.
-        model: network on one example, `(t, x) -> array`; it is vmapped over the
-            batch axis of `x_T`.
-        x_T: `(batch, *event)` initial noise.
-        parameterisation: what `model` predicts (`"score"`, `"eps"`, `"x0"`, `"v"`).
-        solver: a diffrax ODE solver (default `diffrax.Heun()`) or a deterministic
+        model: what predicts the noisy data (a `scoreflow.sde.AbstractPrediction`: a
+            scoreflow model, `mixture.noised(sde)`, or `Prediction(sde, network,
+            parameterisation)`); it acts on one example and is vmapped over the batch.
+        y0: `(batch, *event)` initial noise at `T`.
+        solver: a diffrax ODE solver (default `diffrax.Heun()`), a deterministic
             scoreflow diffusion solver (`DDIM()`, `DPMSolverPP(order)`, `EDMHeun()`,
-            `ExponentialAdamsPC(order)`), which is given a `DenoiserTerm` built from the
-            model's data prediction. A solver that keeps its last denoiser output
-            (`ExponentialAdamsPC`) finishes the final denoise without another call.
+            `ExponentialAdamsPC(order)`), which reads the model's denoiser from the term,
+            or a `PredictorCorrector` around one of these. A solver that keeps its last
+            denoiser output (`ExponentialAdamsPC`) finishes the final denoise without
+            another call.
         grid: fixed time grid (default `KarrasGrid(32)` when no
             `stepsize_controller` is given).
         stepsize_controller: an adaptive controller, e.g.
@@ -177,52 +136,50 @@ def solve_probability_flow(
         max_steps: step budget of an adaptive solve.
         adjoint: diffrax adjoint used when differentiating through the solve.
         ts_save: optional decreasing times at which to keep the trajectory.
-        throw: raise if the solve fails (else inspect `result`).
+        throw: raise if the solve fails or its samples are not finite (else inspect
+            `result`: `diffrax.RESULTS.nonfinite` for NaN or inf samples).
 
     Returns:
         A `SampleResult`.
+
+    Raises:
+        ValueError: on a `model` that does not say what it predicts or belongs to
+            another kind of SDE, a bad `y0`, `grid` or `solver`.
     """
-    _check_state(x_T)
+    check_model(sde, model)
+    _checks.batch_array(y0, "y0")
     solver = dfx.Heun() if solver is None else solver
-    prediction = Prediction(sde, model, parameterisation)
+    if isinstance(solver, AbstractStochasticDiffusionSolver):
+        raise ValueError(
+            f"`solver` {type(solver).__name__} draws noise: it samples the reverse SDE; "
+            "use `solve_reverse_sde` (or `sample(..., method='sde')`)."
+        )
     t0, t1, dt0, controller, max_steps, _ = _stepping(
-        sde, grid, stepsize_controller, dt0, KarrasGrid(32), max_steps, x_T.dtype
+        sde, grid, stepsize_controller, dt0, KarrasGrid(32), max_steps, y0.dtype
     )
-    ours = isinstance(solver, AbstractDiffusionSolver)
-    if ours:
-        if is_stochastic(solver):
-            raise ValueError(
-                f"`solver` {type(solver).__name__} with noise samples the reverse SDE; "
-                "use `solve_reverse_sde` (or `sample(..., method='sde')`)."
-            )
-        term = DenoiserTerm(sde, _Batched(prediction.x0))
-    else:
-        term = probability_flow_term(sde, _Batched(prediction.score))
+    term = probability_flow_term(sde, model)
     sol = dfx.diffeqsolve(
         term,
         solver,
         t0,
         t1,
         dt0,
-        x_T,
+        y0,
         stepsize_controller=controller,
         max_steps=max_steps,
         adjoint=adjoint,
-        saveat=_saveat(ts_save, solver_state=ours),
+        saveat=save_at(ts_save, solver_state=isinstance(solver, AbstractDiffusionSolver)),
         throw=throw,
     )
-    return _finish(
-        sde, prediction, sol, t1, x_T.shape, denoise, solver, ts_save, term if ours else None
-    )
+    return _finish(sol, term, solver, t1, denoise, ts_save, throw)
 
 
 @eqx.filter_jit
 def solve_reverse_sde(
     sde: AbstractSDE,
-    model: Callable[..., Array],
-    x_T: Float[Array, "batch ..."],
+    model: AbstractPrediction,
+    y0: Float[Array, "batch ..."],
     *,
-    parameterisation: str = "score",
     solver: dfx.AbstractSolver | None = None,
     grid: AbstractGrid | None = None,
     stepsize_controller: dfx.AbstractAdaptiveStepSizeController | None = None,
@@ -243,12 +200,12 @@ def solve_reverse_sde(
 
     Args:
         sde: the SDE.
-        model: network on one example, `(t, x) -> array`.
-        x_T: `(batch, *event)` initial noise.
-        parameterisation: what `model` predicts.
-        solver: a diffrax SDE solver (default `diffrax.Euler()`: Euler–Maruyama) or a
-            stochastic scoreflow diffusion solver (`DDPMAncestral()`, `DDIM(eta)`,
-            `EDMHeun(churn)`), given `MultiTerm(DenoiserTerm, noise term)`.
+        model: what predicts the noisy data (a `scoreflow.sde.AbstractPrediction`).
+        y0: `(batch, *event)` initial noise at `T`.
+        solver: a diffrax SDE solver (default `diffrax.Euler()`: Euler–Maruyama), a
+            stochastic scoreflow diffusion solver (`StochasticDDIM(eta)`,
+            `StochasticEDMHeun(churn)`), which reads the denoiser from the drift term, or
+            a `PredictorCorrector`.
         grid: fixed time grid (default `UniformGrid(1000)`).
         stepsize_controller: adaptive controller; excludes `grid`.
         dt0: first step of an adaptive solve.
@@ -263,56 +220,54 @@ def solve_reverse_sde(
 
     Returns:
         A `SampleResult`.
+
+    Raises:
+        ValueError: as `solve_probability_flow`, and for a deterministic diffusion solver.
     """
-    _check_state(x_T)
+    check_model(sde, model)
+    _checks.batch_array(y0, "y0")
     solver = dfx.Euler() if solver is None else solver
-    prediction = Prediction(sde, model, parameterisation)
+    if isinstance(solver, AbstractDiffusionSolver):
+        raise ValueError(
+            f"`solver` {type(solver).__name__} is deterministic (probability-flow ODE); "
+            "use `solve_probability_flow`, or a stochastic solver such as "
+            "`StochasticDDIM()` (DDPM's ancestral sampler)."
+        )
     t0, t1, dt0, controller, max_steps, ts = _stepping(
-        sde, grid, stepsize_controller, dt0, UniformGrid(1000), max_steps, x_T.dtype
+        sde, grid, stepsize_controller, dt0, UniformGrid(1000), max_steps, y0.dtype
     )
-    levy = dfx.SpaceTimeLevyArea if isinstance(solver, dfx.AbstractSRK) else dfx.BrownianIncrement
+    levy = _levy_area(solver)
     if ts is not None:
-        path = GridBrownianPath(ts, x_T.shape, key=key, dtype=x_T.dtype, levy_area=levy)
+        path = GridBrownianPath(ts, y0.shape, key=key, dtype=y0.dtype, levy_area=levy)
     else:
         path = dfx.VirtualBrownianTree(
-            jnp.asarray(sde.t_min, x_T.dtype),
-            jnp.asarray(sde.T, x_T.dtype),
+            jnp.asarray(sde.t_min, y0.dtype),
+            jnp.asarray(sde.T, y0.dtype),
             tol=brownian_tol,
-            shape=jax.ShapeDtypeStruct(x_T.shape, x_T.dtype),
+            shape=jax.ShapeDtypeStruct(y0.shape, y0.dtype),
             key=key,
             levy_area=levy,
         )
-    if isinstance(solver, AbstractDiffusionSolver):
-        if not is_stochastic(solver):
-            raise ValueError(
-                f"`solver` {type(solver).__name__} is deterministic (probability-flow ODE); "
-                "use `solve_probability_flow`, or a stochastic solver such as "
-                "`DDPMAncestral()` or `DDIM(eta=1.0)`."
-            )
-        terms = dfx.MultiTerm(
-            DenoiserTerm(sde, _Batched(prediction.x0)), ScalarNoiseTerm(sde.diffusion, path)
-        )
-    else:
-        terms = reverse_sde_terms(sde, _Batched(prediction.score), path)
+    terms = reverse_sde_terms(sde, model, path)
     sol = dfx.diffeqsolve(
         terms,
         solver,
         t0,
         t1,
         dt0,
-        x_T,
+        y0,
         stepsize_controller=controller,
         max_steps=max_steps,
         adjoint=adjoint,
-        saveat=_saveat(ts_save),
+        saveat=save_at(ts_save),
         throw=throw,
     )
-    return _finish(sde, prediction, sol, t1, x_T.shape, denoise, solver, ts_save)
+    return _finish(sol, terms.terms[0], solver, t1, denoise, ts_save, throw)
 
 
 def sample(
     sde: AbstractSDE,
-    model: Callable[..., Array],
+    model: AbstractPrediction,
     shape: tuple[int, ...],
     *,
     method: str = "ode",
@@ -324,14 +279,14 @@ def sample(
 
     Args:
         sde: the SDE.
-        model: network on one example, `(t, x) -> array` (an exact score such as
-            `GaussianMixture(...).noised(sde).score` works too).
+        model: what predicts the noisy data (a `scoreflow.sde.AbstractPrediction`, e.g.
+            `GaussianMixture(...).noised(sde)` for the exact score).
         shape: `(batch, *event_shape)`.
         method: `"ode"` (`solve_probability_flow`) or `"sde"` (`solve_reverse_sde`).
         dtype: floating dtype of the noise (default: JAX's default float).
         key: PRNG key.
         **kwargs: passed to the solve (`solver`, `grid`, `stepsize_controller`,
-            `parameterisation`, `denoise`, ...).
+            `denoise`, ...).
 
     Returns:
         A `SampleResult`.
@@ -345,7 +300,7 @@ def sample(
     if len(shape) < 2:
         raise ValueError(f"`shape` must be (batch, *event_shape), got {shape}.")
     k_prior, k_path = jr.split(key)
-    x_T = sde.prior_sample(shape, key=k_prior, dtype=dtype)
+    y0 = sde.prior_sample(shape, key=k_prior, dtype=dtype)
     if method == "ode":
-        return solve_probability_flow(sde, model, x_T, **kwargs)
-    return solve_reverse_sde(sde, model, x_T, key=k_path, **kwargs)
+        return solve_probability_flow(sde, model, y0, **kwargs)
+    return solve_reverse_sde(sde, model, y0, key=k_path, **kwargs)

@@ -3,13 +3,9 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from ... import _checks
-from ._base import (
-    AbstractDiffusionSolver,
-    combine,
-    exponential_weights_by_order,
-    schedule,
-    unwrap,
-)
+from .._shared._time import real_time
+from ._base import AbstractDiffusionSolver, schedule
+from ._exponential import combine, exponential_weights_by_order
 
 
 class ExponentialAdamsPC(AbstractDiffusionSolver, dfx.AbstractAdaptiveSolver):
@@ -70,9 +66,9 @@ class ExponentialAdamsPC(AbstractDiffusionSolver, dfx.AbstractAdaptiveSolver):
     def init(self, terms, t0, t1, y0, args):
         k = self.order_
         dtype = y0.dtype
-        terms, t0, t1 = unwrap(terms, t0, t1)
-        _, _, l0 = schedule(terms.sde, t0, dtype)
-        d0 = terms.denoise(t0, y0)
+        term, t0, t1 = real_time(terms, t0, t1)
+        _, _, l0 = schedule(term.sde, t0, dtype)
+        d0 = term.denoise(t0, y0)
         hist_d = jnp.zeros((k,) + y0.shape, dtype).at[0].set(d0)
         # Distinct placeholders below every real log-SNR keep unused weights finite.
         hist_l = l0 - jnp.arange(k, dtype=dtype)
@@ -81,17 +77,17 @@ class ExponentialAdamsPC(AbstractDiffusionSolver, dfx.AbstractAdaptiveSolver):
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del made_jump
         hist_d, hist_l, count, _ = solver_state
-        terms, t0, t1 = unwrap(terms, t0, t1)
+        term, t0, t1 = real_time(terms, t0, t1)
         k = self.order_
         dtype = y0.dtype
-        _, s0, l0 = schedule(terms.sde, t0, dtype)
-        a1, s1, l1 = schedule(terms.sde, t1, dtype)
+        _, s0, l0 = schedule(term.sde, t0, dtype)
+        a1, s1, l1 = schedule(term.sde, t1, dtype)
         ratio = s1 / s0
         # Effective order: as much history as there is, up to k.
         j = jnp.minimum(count, k) - 1
         pred_w = exponential_weights_by_order(hist_l, l0, l1, a1)[j]
         y_pred = ratio * y0 + combine(pred_w, hist_d)
-        d1 = terms.denoise(t1, y_pred)
+        d1 = term.denoise(t1, y_pred)
         nodes = jnp.concatenate([l1[None], hist_l])
         corr_w = exponential_weights_by_order(nodes, l0, l1, a1)[j + 1]
         y1 = ratio * y0 + corr_w[0] * d1 + combine(corr_w[1:], hist_d)

@@ -3,14 +3,16 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from ... import _checks
-from ._base import AbstractDiffusionSolver, exponential_weights, schedule, unwrap
+from .._shared._time import real_time
+from ._base import AbstractDiffusionSolver, schedule
+from ._exponential import exponential_weights
 
 
 class DPMSolverPP(AbstractDiffusionSolver):
     r"""Multistep DPM-Solver++ of order 1, 2 or 3 (Lu et al. 2022, arXiv:2211.01095).
 
     Data-prediction exponential integrator of the probability-flow ODE over a
-    `DenoiserTerm`. With $h = \lambda_s - \lambda_t$ and the history
+    `scoreflow.sde.ProbabilityFlowTerm`. With $h = \lambda_s - \lambda_t$ and the history
     $D_0 = \hat x_0(t)$, $D_1$, $D_2$ at the two previous points:
 
     - order 1: $x_s = \tfrac{\sigma_s}{\sigma_t}x_t - \alpha_s(e^{-h}-1)D_0$ (eq. 10,
@@ -65,17 +67,18 @@ class DPMSolverPP(AbstractDiffusionSolver):
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del made_jump
         prev_d, prev_l, count = solver_state
-        terms, t0, t1 = unwrap(terms, t0, t1)
+        term, t0, t1 = real_time(terms, t0, t1)
         dtype = y0.dtype
-        a0, s0, l0 = schedule(terms.sde, t0, dtype)
-        a1, s1, l1 = schedule(terms.sde, t1, dtype)
-        d0 = terms.denoise(t0, y0)
+        a0, s0, l0 = schedule(term.sde, t0, dtype)
+        a1, s1, l1 = schedule(term.sde, t1, dtype)
+        d0 = term.denoise(t0, y0)
         h = l1 - l0
         em1 = jnp.expm1(-h)  # e^{-h} - 1
         base = (s1 / s0) * y0 - a1 * em1 * d0
         y1 = base
+        # The previous point (order 1 keeps a zero placeholder history it never reads).
+        d1, l_1 = prev_d[0], prev_l[0]
         if self.order_ >= 2:
-            d1, l_1 = prev_d[0], prev_l[0]
             # Before the history fills, keep the unused branch finite.
             r0 = jnp.where(count >= 1, (l0 - l_1) / h, 1.0)
             y2 = base - a1 * em1 * (0.5 / r0) * (d0 - d1)

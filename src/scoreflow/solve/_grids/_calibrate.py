@@ -1,7 +1,5 @@
 r"""Time grids calibrated to one model: equidistributed local error, then fitted end points."""
 
-from collections.abc import Callable
-
 import equinox as eqx
 import jax
 import jax.lax as lax
@@ -9,11 +7,11 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float
 
-from .. import _checks
-from ..sde import AbstractSDE, Prediction
-from ._grids import AbstractGrid, CustomGrid, LogSNRGrid, _pin_ends
-from ._sample import _Batched, _check_state
-from ._solvers import DenoiserTerm, ExponentialAdamsPC
+from ... import _checks
+from ...sde import AbstractPrediction, AbstractSDE, probability_flow_term
+from .._shared._model import check_model
+from .._solvers._adams_pc import ExponentialAdamsPC
+from ._grids import AbstractGrid, CustomGrid, LogSNRGrid, pin_ends
 
 
 def _solve_on(solver, term, x, ts):
@@ -40,7 +38,7 @@ def _grid_from_logits(sde, logits, lam_ends, dtype):
     lam = lam_ends[0] + (lam_ends[1] - lam_ends[0]) * jnp.concatenate(
         [jnp.zeros((1,), dtype), jnp.cumsum(inc)]
     )
-    return _pin_ends(sde.t_from_log_snr(lam).astype(dtype), sde)
+    return pin_ends(sde.t_from_log_snr(lam).astype(dtype), sde)
 
 
 def _log_mse(solver, term, sde, logits, lam_ends, x, ref):
@@ -90,16 +88,15 @@ def _equidistribute(sde, ts, errors, exponents, relaxation):
     target = jnp.linspace(0.0, 1.0, ts.shape[0], dtype=ts.dtype) * cum[-1]
     new = jnp.interp(target, cum, lam)
     lam = relaxation * new + (1 - relaxation) * lam
-    return _pin_ends(sde.t_from_log_snr(lam).astype(ts.dtype), sde)
+    return pin_ends(sde.t_from_log_snr(lam).astype(ts.dtype), sde)
 
 
 def calibrate_grid(
     sde: AbstractSDE,
-    model: Callable[..., Array],
-    x_pilot: Float[Array, "batch ..."],
+    model: AbstractPrediction,
+    y0: Float[Array, "batch ..."],
     num_steps: int,
     *,
-    parameterisation: str = "score",
     order: int = 3,
     optimise_steps: int = 200,
     learning_rate: float = 0.05,
@@ -110,7 +107,7 @@ def calibrate_grid(
 ) -> CustomGrid:
     r"""A fixed grid for `ExponentialAdamsPC(order)` fitted once to one model.
 
-    Two stages, both on pilot noise `x_pilot` (independent of the noise you will
+    Two stages, both on pilot noise `y0` (independent of the noise you will
     sample from; the cost is paid once per model and step count, not per sample):
 
     1. *Equidistribution* (no reference needed). Moving-mesh equidistribution
@@ -152,11 +149,10 @@ def calibrate_grid(
 
     Args:
         sde: the SDE.
-        model: network on one example, `(t, x) -> array`.
-        x_pilot: `(batch, *event)` pilot noise at time `sde.T`; stage 2 needs at
-            least 2 draws (a few thousand; 8192 on multimodal data, see above).
+        model: what predicts the noisy data (a `scoreflow.sde.AbstractPrediction`).
+        y0: `(batch, *event)` pilot noise at time `sde.T`; stage 2 needs at least 2
+            draws (a few thousand; 8192 on multimodal data, see above).
         num_steps: steps of the grid.
-        parameterisation: what `model` predicts (`"score"`, `"eps"`, `"x0"`, `"v"`).
         order: the `ExponentialAdamsPC` order the grid is for (1–4).
         optimise_steps: Adam iterations of stage 2 (0 skips it).
         learning_rate: Adam's step size on the log-SNR increments' logits.
@@ -168,40 +164,40 @@ def calibrate_grid(
     Returns:
         A `CustomGrid` with `num_steps` steps from `sde.T` to `sde.t_min`.
     """
-    _check_state(x_pilot)
+    check_model(sde, model)
+    _checks.batch_array(y0, "y0")
     for name, value, least in [
         ("num_steps", num_steps, 1),
         ("iterations", iterations, 1),
         ("optimise_steps", optimise_steps, 0),
         ("reference_steps", reference_steps, 1),
     ]:
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            raise ValueError(f"`{name}` must be an int >= {least}, got {value!r}.")
+        _checks.positive_int(value, name, least)
     _checks.check(
         isinstance(relaxation, int | float) and 0 < relaxation <= 1,
         "relaxation",
         f"must be in (0, 1], got {relaxation!r}.",
     )
     _checks.positive(learning_rate, "learning_rate")
-    if optimise_steps and x_pilot.shape[0] < 2:
-        raise ValueError("`x_pilot` needs at least 2 draws to fit and validate a grid.")
+    if optimise_steps and y0.shape[0] < 2:
+        raise ValueError("`y0` needs at least 2 draws to fit and validate a grid.")
     initial = LogSNRGrid(num_steps) if initial is None else initial
     if not isinstance(initial, AbstractGrid) or initial.num_steps != num_steps:
         raise ValueError(f"`initial` must be a scoreflow grid with {num_steps} steps.")
     solver = ExponentialAdamsPC(order)
-    term = DenoiserTerm(sde, _Batched(Prediction(sde, model, parameterisation).x0))
-    dtype = x_pilot.dtype
+    term = probability_flow_term(sde, model)
+    dtype = y0.dtype
     ts = initial.times(sde).astype(dtype)
     exponents = jnp.minimum(jnp.arange(1, num_steps + 1), order).astype(dtype) + 1
     for _ in range(iterations):
-        _, errors = _solve_on_jit(solver, term, x_pilot, ts)
+        _, errors = _solve_on_jit(solver, term, y0, ts)
         ts = _equidistribute(sde, ts, errors, exponents, jnp.asarray(relaxation, dtype))
     if optimise_steps == 0 or num_steps == 1:
         return CustomGrid(ts)
 
-    reference, _ = _solve_on_jit(solver, term, x_pilot, LogSNRGrid(reference_steps).times(sde))
-    half = x_pilot.shape[0] // 2
-    fit, val = (x_pilot[:half], reference[:half]), (x_pilot[half:], reference[half:])
+    reference, _ = _solve_on_jit(solver, term, y0, LogSNRGrid(reference_steps).times(sde))
+    half = y0.shape[0] // 2
+    fit, val = (y0[:half], reference[:half]), (y0[half:], reference[half:])
     lam = sde.log_snr(ts).astype(dtype)
     lam_ends = lam[jnp.asarray([0, -1])]
     logits = jnp.log(jnp.diff(lam))

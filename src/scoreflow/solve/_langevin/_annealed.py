@@ -16,19 +16,15 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Bool, Float
 
-from .. import _checks
-from .._custom_types import Key
-from ..sde import AbstractSDE, Prediction, ScalarNoiseTerm
-from ._brownian import GridBrownianPath
-from ._grids import AbstractGrid
-from ._langevin import (
-    LangevinResult,
-    _Batched,
-    _boundary_jit,
-    _check_ladder,
-    _check_num,
-    _check_state,
-)
+from ... import _checks
+from ..._custom_types import Key
+from ...sde import AbstractPrediction, AbstractSDE, langevin_terms
+from .._grids._grids import AbstractGrid
+from .._shared._batch import Batched
+from .._shared._brownian import GridBrownianPath
+from .._shared._model import check_model
+from .._shared._result import finite_result
+from ._common import LangevinResult, boundary_jit, check_ladder, check_save_every
 
 
 def ladder_times(sde: AbstractSDE, ladder: AbstractGrid | Float[Array, " L"]) -> Array:
@@ -55,68 +51,59 @@ def ladder_times(sde: AbstractSDE, ladder: AbstractGrid | Float[Array, " L"]) ->
         raise ValueError(f"`ladder` must be a 1-d array of noise levels, got {ladder.shape}.")
     if not jnp.issubdtype(ladder.dtype, jnp.floating):
         raise ValueError(f"`ladder` must be floating point, got {ladder.dtype}.")
-    _check_ladder(ladder)
+    check_ladder(ladder)
     return sde.t_from_log_snr(-jnp.log(ladder))
 
 
-class _AtTime(eqx.Module):
-    # The score of the fixed level t, masked to the free coordinates.
+class _AtLevel(eqx.Module):
+    # The score of the fixed level t, whatever the Langevin chain's own time.
     score: Callable
     t: Array
-    free: Array
 
-    def __call__(self, t, x, args):
+    def __call__(self, t, x):
         del t
-        return 0.5 * self.free * self.score(self.t, x)
+        return self.score(self.t, x)
 
 
-class _Masked(eqx.Module):
-    free: Array
-
-    def __call__(self, t):
-        del t
-        return self.free
-
-
-def _check_mask(mask, observation, x_init):
+def _check_mask(mask, observation, y0):
     if mask is None and observation is None:
         return None, None
     if mask is None or observation is None:
         raise ValueError("Pass both `mask` and `observation` for inpainting, or neither.")
     mask = jnp.asarray(mask)
     observation = jnp.asarray(observation)
-    shape, event = x_init.shape, x_init.shape[1:]
+    shape, event = y0.shape, y0.shape[1:]
     if mask.shape not in (shape, event):
         raise ValueError(
-            f"`mask` must have the event shape {event} or the shape of `x_init` {shape}, "
+            f"`mask` must have the event shape {event} or the shape of `y0` {shape}, "
             f"got {mask.shape}."
         )
     if mask.dtype != jnp.bool_:
         raise ValueError(f"`mask` must be boolean (True = known), got {mask.dtype}.")
     if observation.shape not in (shape, event):
         raise ValueError(
-            f"`observation` must have the event shape {event} or the shape of `x_init` "
+            f"`observation` must have the event shape {event} or the shape of `y0` "
             f"{shape}, got {observation.shape}."
         )
     mask = jnp.broadcast_to(mask, shape)
-    observation = jnp.broadcast_to(observation.astype(x_init.dtype), shape)
+    observation = jnp.broadcast_to(observation.astype(y0.dtype), shape)
     return mask, observation
 
 
-@_boundary_jit(positive=("step_size",), ladder=True)
+@boundary_jit(positive=("step_size",), ladder=True)
 def annealed_langevin(
     sde: AbstractSDE,
-    model: Callable[..., Array],
-    x_init: Float[Array, "batch ..."],
+    model: AbstractPrediction,
+    y0: Float[Array, "batch ..."],
     *,
     ladder: AbstractGrid | Float[Array, " L"],
     step_size: float | Float[Array, ""],
     steps_per_level: int,
-    parameterisation: str = "score",
     mask: Bool[Array, "..."] | None = None,
     observation: Float[Array, "..."] | None = None,
     denoise: bool = False,
-    save_levels: bool = False,
+    save_every: int | None = None,
+    throw: bool = True,
     key: Key,
 ) -> LangevinResult:
     r"""Annealed Langevin dynamics (Song & Ermon 2019, arXiv:1907.05600, Algorithm 1).
@@ -127,15 +114,17 @@ def annealed_langevin(
     $x \leftarrow x + \tfrac{\alpha_i}{2} s_{\theta}(t_i, x) + \sqrt{\alpha_i}\,z$. With
     $\alpha_i \propto \sigma_i^2$ the signal-to-noise ratio of the update is the same at
     every level (sec. 4.3). Each level is Euler–Maruyama on
-    `scoreflow.sde.langevin_terms` over a `GridBrownianPath`; $\sigma_t$ is the SDE's
-    marginal standard deviation (NCSN's $\sigma_i$ for a variance-exploding SDE).
+    `scoreflow.sde.langevin_terms` over a `GridBrownianPath` (`langevin_step`'s
+    arithmetic); $\sigma_t$ is the SDE's marginal standard deviation (NCSN's $\sigma_i$
+    for a variance-exploding SDE).
 
     **Inpainting** (Algorithm 2 of the paper's appendix B.3): given a boolean `mask`
     (True = known) and an `observation` $y$, at the start of level $i$ draw
     $\tilde y = \alpha_{t_i} y + \sigma_{t_i} z$ (the observation noised to level $i$,
     $y + \sigma_i z$ for VE) and keep the known coordinates equal to $\tilde y$ after
     every step while only the unknown ones move. Here the Langevin SDE is solved with
-    drift and noise masked to the unknown coordinates, which is exactly the algorithm's
+    drift and noise masked to the unknown coordinates (`langevin_terms(..., free=...)`),
+    which is exactly the algorithm's
     "step all, then overwrite the known ones". At the end the known coordinates are
     set to $y$ exactly.
 
@@ -153,44 +142,51 @@ def annealed_langevin(
     Args:
         sde: the SDE the model was trained under (a `VESDE` for NCSN's geometric
             ladder).
-        model: score network on one example, `(t, x) -> array`; vmapped over the batch.
-        x_init: `(batch, *event)` initial states (NCSN: uniform noise).
+        model: what predicts the noisy data (a `scoreflow.sde.AbstractPrediction`), read
+            as a score; it acts on one example and is vmapped over the batch.
+        y0: `(batch, *event)` initial states (NCSN: uniform noise).
         ladder: a scoreflow grid, or strictly decreasing noise levels
             $\sigma_1 > \dots > \sigma_L$ (see `ladder_times`).
         step_size: $\epsilon > 0$, the step at the last level (a JAX scalar reuses one
             compilation across values; a Python float is static).
         steps_per_level: $T \geq 1$.
-        parameterisation: what `model` predicts (`"score"`, `"eps"`, `"x0"`, `"v"`).
-        mask: boolean, event-shaped or `x_init`-shaped; True marks known coordinates.
+        mask: boolean, event-shaped or `y0`-shaped; True marks known coordinates.
         observation: the known values $y$, same shape rules as `mask` (the unknown
             entries are ignored).
         denoise: finish with one Tweedie denoising step $E[x_0 \mid x_{t_L}]$
             (Jolicoeur-Martineau et al. 2021, arXiv:2009.05475; used by NCSNv2) instead of
             returning the last Langevin state. One more network call.
-        save_levels: keep the state at the end of every level (`trajectory`,
-            `(L, batch, *event)`, with `ts` the level times).
+        save_every: keep every `save_every`-th Langevin state of every level (it must
+            divide `steps_per_level`; `steps_per_level` keeps the end of each level):
+            `trajectory` is `(L * steps_per_level / save_every, batch, *event)` and
+            `ts` the level time of each saved state.
+        throw: raise if a level's solve fails or the samples are not finite; with
+            `False`, `result` is the first failing level's diffrax result code (or
+            `diffrax.RESULTS.nonfinite`).
         key: PRNG key.
 
     Returns:
-        A `LangevinResult`; `nfe` = $L\,T$ (+1 with `denoise`).
+        A `LangevinResult`; `nfe` = $L\,T$ (+1 with `denoise`); `stats` holds diffrax's
+        statistics per level, as `(L,)` arrays.
 
     Raises:
         ValueError: on a non-positive `step_size`, a ladder that is not strictly
-            decreasing, a `mask` or `observation` of the wrong shape, or a bad
-            `steps_per_level` / `parameterisation`.
+            decreasing, a `mask` or `observation` of the wrong shape, a `model` that does
+            not say what it predicts, or a bad `steps_per_level` / `save_every`.
     """
-    _check_state(x_init, "x_init")
-    _check_num(steps_per_level, "steps_per_level")
+    check_model(sde, model)
+    _checks.batch_array(y0, "y0")
+    _checks.positive_int(steps_per_level, "steps_per_level")
     _checks.positive(step_size, "step_size")
-    mask, observation = _check_mask(mask, observation, x_init)
-    dtype = x_init.dtype
+    check_save_every(save_every, steps_per_level, "steps_per_level")
+    mask, observation = _check_mask(mask, observation, y0)
+    dtype = y0.dtype
     times = ladder_times(sde, ladder).astype(dtype)
     num_levels = times.shape[0]
-    prediction = Prediction(sde, model, parameterisation)
-    score = _Batched(prediction.score)
+    score = Batched(model.score)
     _, sigmas = sde.marginal(times)
     steps = jnp.asarray(step_size, dtype) * (sigmas / sigmas[-1]) ** 2
-    free = jnp.ones_like(x_init) if mask is None else (~mask).astype(dtype)
+    free = None if mask is None else (~mask).astype(dtype)
     unit = jnp.arange(steps_per_level + 1, dtype=dtype)
 
     def level(x, inputs):
@@ -203,37 +199,48 @@ def annealed_langevin(
             x = jnp.where(mask, noisy_obs, x)
         ts = alpha_step * unit
         path = GridBrownianPath(ts, x.shape, key=k_path, dtype=dtype)
-        terms = dfx.MultiTerm(
-            dfx.ODETerm(_AtTime(score, t, free)), ScalarNoiseTerm(_Masked(free), path)
+        saveat = (
+            dfx.SaveAt(t1=True)
+            if save_every is None
+            else dfx.SaveAt(ts=ts[save_every::save_every], t1=True)
         )
         sol = dfx.diffeqsolve(
-            terms,
+            langevin_terms(_AtLevel(score, t), path, free=free),
             dfx.Euler(),
             ts[0],
             ts[-1],
             None,
             x,
             stepsize_controller=dfx.StepTo(ts),
-            saveat=dfx.SaveAt(t1=True),
+            saveat=saveat,
             max_steps=steps_per_level,
+            throw=throw,
         )
-        x = sol.ys[-1]
-        return x, (x if save_levels else None)
+        saved = None if save_every is None else sol.ys[:-1]
+        return sol.ys[-1], (saved, sol.stats, sol.result)
 
     idx = jnp.arange(num_levels)
-    x, traj = jax.lax.scan(level, x_init, (idx, times, steps))
+    x, (traj, stats, results) = jax.lax.scan(level, y0, (idx, times, steps))
     if denoise:
-        x = _Batched(prediction.x0)(times[-1], x)
+        x = Batched(model.x0)(times[-1], x)
     if mask is not None:
         x = jnp.where(mask, observation, x)
+    failed = results != dfx.RESULTS.successful
+    first_failure = jax.tree.map(lambda v: v[jnp.argmax(failed)], results)
+    result = dfx.RESULTS.where(jnp.any(failed), first_failure, dfx.RESULTS.successful)
+    result, x = finite_result(result, x, throw)
     num_steps = jnp.asarray(num_levels * steps_per_level)
+    ts_saved = None
+    if traj is not None:
+        per_level = traj.shape[1]
+        traj = traj.reshape(num_levels * per_level, *traj.shape[2:])
+        ts_saved = jnp.repeat(times, per_level)
     return LangevinResult(
         samples=x,
         num_steps=num_steps,
         nfe=num_steps + int(denoise),
-        # Each level's solve raises on failure (diffrax's `throw`), so reaching here
-        # means every level succeeded.
-        result=dfx.RESULTS.successful,
-        ts=times if save_levels else None,
+        stats=stats,
+        result=result,
+        ts=ts_saved,
         trajectory=traj,
     )

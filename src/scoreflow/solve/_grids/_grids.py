@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .. import _checks
-from ..sde import AbstractSDE
+from ... import _checks
+from ...sde import AbstractSDE
 
 
 class AbstractGrid(eqx.Module):
@@ -21,12 +21,7 @@ class AbstractGrid(eqx.Module):
         """The grid, `times[0] == sde.T` and `times[-1] == sde.t_min`."""
 
 
-def _check_steps(n):
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"`num_steps` must be a positive int, got {n!r}.")
-
-
-def _pin_ends(ts, sde):
+def pin_ends(ts, sde):
     # Inverting the log-SNR in floating point moves the ends by an ulp or so;
     # the solve must start and stop exactly at T and t_min.
     ts = ts.at[0].set(sde.T)
@@ -39,7 +34,7 @@ class UniformGrid(AbstractGrid):
     num_steps: int = eqx.field(static=True)
 
     def __check_init__(self):
-        _check_steps(self.num_steps)
+        _checks.positive_int(self.num_steps, "num_steps")
 
     def times(self, sde: AbstractSDE) -> Float[Array, " n"]:
         return jnp.linspace(sde.T, sde.t_min, self.num_steps + 1)
@@ -51,11 +46,11 @@ class LogSNRGrid(AbstractGrid):
     num_steps: int = eqx.field(static=True)
 
     def __check_init__(self):
-        _check_steps(self.num_steps)
+        _checks.positive_int(self.num_steps, "num_steps")
 
     def times(self, sde: AbstractSDE) -> Float[Array, " n"]:
         lam = jnp.linspace(sde.log_snr(sde.T), sde.log_snr(sde.t_min), self.num_steps + 1)
-        return _pin_ends(sde.t_from_log_snr(lam), sde)
+        return pin_ends(sde.t_from_log_snr(lam), sde)
 
 
 class KarrasGrid(AbstractGrid):
@@ -75,7 +70,7 @@ class KarrasGrid(AbstractGrid):
     rho: float = 7.0
 
     def __check_init__(self):
-        _check_steps(self.num_steps)
+        _checks.positive_int(self.num_steps, "num_steps")
         _checks.positive(self.rho, "rho")
 
     def times(self, sde: AbstractSDE) -> Float[Array, " n"]:
@@ -84,7 +79,7 @@ class KarrasGrid(AbstractGrid):
         i = jnp.linspace(0.0, 1.0, self.num_steps + 1)
         inv = 1.0 / self.rho
         sig = (smax**inv + i * (smin**inv - smax**inv)) ** self.rho
-        return _pin_ends(sde.t_from_log_snr(-jnp.log(sig)), sde)
+        return pin_ends(sde.t_from_log_snr(-jnp.log(sig)), sde)
 
 
 class CustomGrid(AbstractGrid):

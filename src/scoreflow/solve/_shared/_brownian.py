@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float
 
-from .._custom_types import Key
+from ..._custom_types import Key
 
 
 class GridBrownianPath(dfx.AbstractBrownianPath):

@@ -1,0 +1,89 @@
+r"""The one contract every generative model of scoreflow keeps.
+
+A model is an immutable `equinox.Module` with
+
+- `event_shape`, the shape of one example;
+- `loss(x, *, key)`, the scalar training objective of a batch `(batch, *event_shape)`,
+  which `scoreflow.train.fit` minimises;
+- `sample(sample_shape=(), *, key, ...)`, returning `(*sample_shape, *event_shape)`
+  samples (`sample_shape` an int or a tuple), the one shape rule of every model; the
+  models that sample by solving dynamics name their choice with `method` (`"ode"`, the
+  probability-flow ODE; `"sde"`, the reverse-time SDE; `"langevin"`, annealed Langevin
+  dynamics) and pass solver options through;
+
+and declares its likelihood by type, never by an attribute to probe for:
+`AbstractExactLikelihood` (an exact `log_prob`: flows, continuous flows,
+probability-flow models), `AbstractLikelihoodBound` (a lower bound, `elbo`: DDPM's
+discrete bound, the VAE family), or neither (NCSN, GANs). A model may be both.
+"""
+
+import abc
+import math
+
+import equinox as eqx
+from jaxtyping import Array, Float
+
+from .._custom_types import Key, Scalar
+
+METHODS: tuple[str, ...] = ("ode", "sde", "langevin")
+
+
+def sample_shape_of(sample_shape: int | tuple[int, ...]) -> tuple[int, ...]:
+    """`sample_shape` as a tuple of non-negative ints (an int `n` is `(n,)`)."""
+    shape = (sample_shape,) if isinstance(sample_shape, int) else tuple(sample_shape)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise ValueError(
+            f"`sample_shape` must be an int or a tuple of ints >= 0, got {sample_shape!r}."
+        )
+    return shape
+
+
+def check_method(method: str, supported: tuple[str, ...]) -> None:
+    """Raise `ValueError` unless `method` is one of this model's `supported` methods."""
+    if method not in supported:
+        raise ValueError(f"`method` must be one of {supported} for this model, got {method!r}.")
+
+
+def check_event(x: Array, event_shape: tuple[int, ...], name: str = "x") -> Array:
+    """Raise `ValueError` unless `x` is a batch `(batch, *event_shape)`."""
+    if x.ndim != len(event_shape) + 1 or tuple(x.shape[1:]) != tuple(event_shape):
+        raise ValueError(f"`{name}` must have shape (batch, *{tuple(event_shape)}), got {x.shape}.")
+    return x
+
+
+class AbstractGenerativeModel(eqx.Module):
+    """A generative model: a loss to train it, samples of a fixed event shape.
+
+    See the module docstring for the contract.
+    """
+
+    event_shape: eqx.AbstractVar[tuple[int, ...]]
+
+    @abc.abstractmethod
+    def loss(self, x: Float[Array, "batch ..."], *, key: Key) -> Scalar:
+        """The training objective of a batch, a scalar."""
+
+    @abc.abstractmethod
+    def sample(self, sample_shape: int | tuple[int, ...] = (), *, key: Key) -> Array:
+        """`(*sample_shape, *event_shape)` samples."""
+
+    def _flat_shape(self, sample_shape) -> tuple[tuple[int, ...], int]:
+        # The batch shape and its size: models draw `size` samples and reshape.
+        shape = sample_shape_of(sample_shape)
+        return shape, math.prod(shape)
+
+
+class AbstractExactLikelihood(AbstractGenerativeModel):
+    """A model with an exact (or exactly unbiased) log-density."""
+
+    @abc.abstractmethod
+    def log_prob(self, x: Float[Array, "batch ..."], *, key: Key | None = None) -> Array:
+        r"""$\log p(x)$ per example, `(batch,)`; `key` for stochastic trace estimates."""
+
+
+class AbstractLikelihoodBound(AbstractGenerativeModel):
+    """A model with a lower bound on its log-likelihood (an evidence lower bound)."""
+
+    @abc.abstractmethod
+    def elbo(self, x: Float[Array, "batch ..."], *, key: Key) -> Array:
+        r"""A lower bound on $\log p(x)$ per example, `(batch,)`, in nats."""

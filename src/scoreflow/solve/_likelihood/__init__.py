@@ -1,0 +1,1 @@
+"""Private: `scoreflow.solve` re-exports the public names."""

@@ -1,0 +1,236 @@
+"""The log-likelihood of a score model through its probability-flow ODE."""
+
+from collections.abc import Callable
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from ... import _checks
+from ..._custom_types import Key, ScalarLike
+from ...sde import AbstractPrediction, AbstractSDE, ProbabilityFlowTerm, probability_flow_term
+from .._shared._model import check_model
+from ._augmented import solve_augmented
+from ._trace import AbstractTrace, Exact, check_trace
+
+TIME_VARIABLES: tuple[str, ...] = ("t", "log_snr")
+
+
+class LikelihoodResult(eqx.Module):
+    r"""What `log_likelihood` returns.
+
+    Attributes:
+        log_prob: `(batch,)` $\log p_{t_{\min}}(x)$ (see `log_likelihood`).
+        std_error: `(batch,)` standard error of `log_prob` over the Hutchinson probes
+            (zero for the exact trace, NaN for a single probe).
+        prior_log_prob: `(batch,)` the prior's log-density at the encoding `z`.
+        delta_log_prob: `(batch,)` $\int_{t_{\min}}^T \operatorname{tr}\,\partial f/\partial x
+            \,dt$, so that `log_prob = prior_log_prob + delta_log_prob`.
+        z: `(batch, *event)` the encoding at `T`.
+        num_steps: solver steps attempted (accepted + rejected).
+        nfe: evaluations of the augmented vector field.
+        stats: diffrax's statistics dictionary.
+        result: diffrax's result code.
+    """
+
+    log_prob: Array
+    std_error: Array
+    prior_log_prob: Array
+    delta_log_prob: Array
+    z: Array
+    num_steps: Int[Array, ""]
+    nfe: Int[Array, ""]
+    stats: dict
+    result: dfx.RESULTS
+
+
+class _ProbabilityFlowField(eqx.Module):
+    # The per-example probability-flow vector field in diffrax's `(t, x, args)` order.
+    term: ProbabilityFlowTerm
+
+    def __call__(self, t, x, args):
+        return self.term.vf(t, x, args)
+
+
+class _InLogSNR(eqx.Module):
+    # dx/dlambda = f(t(lambda), x) dt/dlambda. The augmented dynamics take the trace of
+    # this field, so the log-det integrand is scaled by the same dt/dlambda and
+    # int_{lambda(t_min)}^{lambda(T)} tr(df/dx) dt/dlambda dlambda = int_{t_min}^T tr df/dx dt.
+    field: Callable
+    sde: AbstractSDE
+
+    def __call__(self, log_snr, x, args):
+        ones = jnp.ones_like(log_snr)
+        t, dt_dlog_snr = jax.jvp(self.sde.t_from_log_snr, (log_snr,), (ones,))
+        return self.field(t, x, args) * dt_dlog_snr
+
+
+def log_likelihood(
+    sde: AbstractSDE,
+    model: AbstractPrediction,
+    x: Float[Array, "batch ..."],
+    *,
+    prior_log_prob: Callable[[Array], Array] | None = None,
+    solver: dfx.AbstractSolver | None = None,
+    rtol: ScalarLike = 1e-5,
+    atol: ScalarLike = 1e-5,
+    dt0: float | None = None,
+    stepsize_controller: dfx.AbstractStepSizeController | None = None,
+    max_steps: int = 4096,
+    time_variable: str = "t",
+    trace: AbstractTrace = Exact(),
+    adjoint: dfx.AbstractAdjoint = dfx.RecursiveCheckpointAdjoint(),
+    throw: bool = True,
+    key: Key | None = None,
+) -> LikelihoodResult:
+    r"""Log-likelihood of a score model by its probability-flow ODE.
+
+    Solves the probability-flow ODE $dx/dt = f(t)x - \tfrac12 g(t)^2 s_{\theta}(t, x)$
+    (Song et al. 2021, arXiv:2011.13456, eq. 13; the vector field is
+    `scoreflow.sde.ProbabilityFlowTerm` of the model's `score`) from
+    `t_min` up to `T`, augmented with the instantaneous change of variables (Chen et al.
+    2018, eq. 4; Song et al. 2021, eq. 39):
+
+    $$\log p_{t_{\min}}(x) = \log p_T(x_T) + \int_{t_{\min}}^T \nabla\cdot
+    \tilde f(t, x_t)\,dt.$$
+
+    **What is computed is $\log p_{t_{\min}}$, not $\log p_0$.** The ODE starts at the
+    time floor, so the density is that of the slightly noised data
+    $x_{t_{\min}} = \alpha_{t_{\min}} x_0 + \sigma_{t_{\min}}\varepsilon$. With the exact
+    score and the exact $p_T$ as `prior_log_prob` it equals
+    `mixture.noised(sde).log_prob(sde.t_min, x)` up to solver error (this is what the
+    tests check). It converges to $\log p_0(x)$ as $t_{\min} \to 0$ for a smooth $p_0$;
+    with `VPSDE(t_min=1e-5)` (Song et al.'s likelihood floor) the two differ by
+    $O(\sigma_{t_{\min}}^2)$ per dimension. For discrete data use `bits_per_dim`, which
+    dequantises first (Song et al. 2021, appendix D.2). With the SDE's Gaussian prior
+    (the default) the result is the model's likelihood, which differs from the exact
+    $\log p_{t_{\min}}$ by the prior mismatch $\log p_T - \log N(0, \sigma_T^2 I)$.
+
+    Args:
+        sde: the SDE.
+        model: what predicts the noisy data (a `scoreflow.sde.AbstractPrediction`: a
+            `ScoreSDE`, `mixture.noised(sde)`, `Prediction(sde, network, ...)`).
+        x: `(batch, *event)` data.
+        prior_log_prob: per-example log-density at `T` (default `sde.prior_log_prob`);
+            pass the exact $\log p_T$ to isolate solver error.
+        solver: diffrax ODE solver (default `diffrax.Tsit5()`).
+        rtol: relative tolerance of the PID controller (an array value does not
+            recompile).
+        atol: absolute tolerance of the PID controller.
+        dt0: first step, in units of `time_variable` (default a 64th of the range).
+        stepsize_controller: overrides the default
+            `diffrax.PIDController(rtol, atol, norm=augmented_error_norm)` (then `rtol`
+            and `atol` are unused).
+        max_steps: step budget.
+        time_variable: what the solver integrates over. `"t"` (default): the SDE's
+            time. `"log_snr"`: $\lambda_t = \log(\alpha_t/\sigma_t)$, from
+            $\lambda_{t_{\min}}$ down to $\lambda_T$; the vector field and the trace
+            are both multiplied by $dt/d\lambda$ (`sde.t_from_log_snr`), so the
+            likelihood is the same up to solver error. In $\lambda$ the probability
+            flow of a VP SDE is $dx/d\lambda = \sigma^2 (x + s_{\theta})$ (the variable of
+            the exponential integrators, Lu et al. 2022, arXiv:2206.00927), bounded where
+            the score of concentrated data varies on the scale of $\sigma$. Measured on
+            the exact-score mixtures (`benchmarks/RESULTS.md`), it needs *more*
+            evaluations than `"t"` for a given error unless the components are very
+            narrow, which is why `"t"` stays the default.
+        trace: `Exact()` (forward-mode Jacobian; cost grows with the dimension) or
+            `Hutchinson(num_probes, probe)` (K vector–Jacobian products per evaluation,
+            the probes drawn once and held fixed).
+        adjoint: diffrax adjoint for differentiating through the solve.
+        throw: raise on a failed solve; with `False` check `result`.
+        key: PRNG key of the probes (required for `Hutchinson`).
+
+    Returns:
+        A `LikelihoodResult`.
+
+    Raises:
+        ValueError: on bad options, shapes, a missing `key`, or non-finite `x` (under
+            `jit`, a non-finite `x` raises at run time through `equinox.error_if`).
+    """
+    check_model(sde, model)
+    _checks.batch_array(x, "x")
+    check_trace(trace)
+    if time_variable not in TIME_VARIABLES:
+        raise ValueError(f"`time_variable` must be one of {TIME_VARIABLES}, got {time_variable!r}.")
+    if trace.needs_key and key is None:
+        raise ValueError("`key` is required for a Hutchinson trace (it draws the probes).")
+    x = _checks.finite(x, "x")
+    return _log_likelihood(
+        sde,
+        model,
+        x,
+        prior_log_prob=prior_log_prob,
+        solver=solver,
+        rtol=rtol,
+        atol=atol,
+        dt0=dt0,
+        stepsize_controller=stepsize_controller,
+        max_steps=max_steps,
+        time_variable=time_variable,
+        trace=trace,
+        adjoint=adjoint,
+        throw=throw,
+        key=key,
+    )
+
+
+@eqx.filter_jit
+def _log_likelihood(
+    sde,
+    model,
+    x,
+    *,
+    prior_log_prob,
+    solver,
+    rtol,
+    atol,
+    dt0,
+    stepsize_controller,
+    max_steps,
+    time_variable,
+    trace,
+    adjoint,
+    throw,
+    key,
+):
+    field = _ProbabilityFlowField(probability_flow_term(sde, model, batched=False))
+    t0 = jnp.asarray(sde.t_min, x.dtype)
+    t1 = jnp.asarray(sde.T, x.dtype)
+    if time_variable == "log_snr":
+        field = _InLogSNR(field, sde)
+        t0, t1 = sde.log_snr(t0), sde.log_snr(t1)
+    sol = solve_augmented(
+        field,
+        x,
+        t0,
+        t1,
+        trace=trace,
+        solver=solver,
+        rtol=rtol,
+        atol=atol,
+        dt0=dt0,
+        stepsize_controller=stepsize_controller,
+        max_steps=max_steps,
+        adjoint=adjoint,
+        throw=throw,
+        key=key,
+    )
+    prior = sde.prior_log_prob if prior_log_prob is None else prior_log_prob
+    prior_lp = jax.vmap(prior)(sol.z).astype(x.dtype)
+    if prior_lp.shape != (x.shape[0],):
+        raise ValueError(
+            f"`prior_log_prob` must return a scalar per example, got shape {prior_lp.shape[1:]}."
+        )
+    return LikelihoodResult(
+        log_prob=prior_lp + sol.log_det,
+        std_error=sol.std_error,
+        prior_log_prob=prior_lp,
+        delta_log_prob=sol.log_det,
+        z=sol.z,
+        num_steps=sol.num_steps,
+        nfe=sol.nfe,
+        stats=sol.stats,
+        result=sol.result,
+    )

@@ -1,0 +1,1 @@
+"""Small helpers every part of the solver core shares."""
