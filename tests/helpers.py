@@ -29,6 +29,13 @@ def tree_allclose(a, b, *, rtol=1e-7, atol=0.0) -> bool:
     )
 
 
+def brownian_increment(path: sf.solve.GridBrownianPath, t0, t1) -> jax.Array:
+    """`path.evaluate(t0, t1)`: without `use_levy` the increment is a plain array."""
+    dw = path.evaluate(t0, t1)
+    assert isinstance(dw, jax.Array)
+    return dw
+
+
 def case_a(dtype=jnp.float64, weights=None):
     """Case A: 8 Gaussians on a circle of radius 4, std 0.5."""
     ang = 2 * np.pi * np.arange(8) / 8

@@ -94,7 +94,9 @@ class _SigmaMLP(eqx.Module):
 def _ncsn(key):
     k1, k2 = jr.split(key)
     net = _randomise_last(nn.TimeMLP((2,), width=16, depth=2, embedding_scale=1.0, key=k1), k2)
-    return models.NCSN(_SigmaMLP(net), event_shape=(2,), sigmas=models.geometric_sigmas(3.0, 0.1, 5))
+    return models.NCSN(
+        _SigmaMLP(net), event_shape=(2,), sigmas=models.geometric_sigmas(3.0, 0.1, 5)
+    )
 
 
 def _realnvp(key):

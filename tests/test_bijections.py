@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-from jaxtyping import TypeCheckError
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jaxtyping import TypeCheckError
 
 import scoreflow as sf
 from scoreflow import bijections as bij
@@ -56,7 +56,9 @@ def _coupling_exp(dtype, key):
 
 
 def _realnvp(dtype, key):
-    b = bij.AffineCouplingStack(DIM, num_layers=2, width=8, depth=1, shuffle=True, dtype=dtype, key=key)
+    b = bij.AffineCouplingStack(
+        DIM, num_layers=2, width=8, depth=1, shuffle=True, dtype=dtype, key=key
+    )
     return _perturb(b, 1)
 
 

@@ -1,6 +1,7 @@
 """The Langevin family against exact targets (`scoreflow.analytic`)."""
 
 import functools
+from typing import Any
 
 import diffrax as dfx
 import equinox as eqx
@@ -13,7 +14,7 @@ from numpy.testing import assert_allclose
 
 import scoreflow as sf
 
-from .helpers import case_a
+from .helpers import brownian_increment, case_a
 
 WEIGHTS = [0.3, 0.05, 0.1, 0.05, 0.2, 0.1, 0.1, 0.1]
 MEAN = jnp.array([1.0, -1.0])
@@ -133,6 +134,7 @@ def test_annealed_langevin_recovers_weights_where_plain_langevin_does_not():
         save_every=50,
         key=jr.key(6),
     )
+    assert res.trajectory is not None and res.ts is not None
     assert int(res.nfe) == 10 * 50 and res.trajectory.shape == (10, N_ANNEAL, 2)
     assert res.result == dfx.RESULTS.successful
     assert_allclose(res.ts, sf.solve.ladder_times(VE, LADDER))
@@ -154,7 +156,9 @@ def test_annealed_langevin_reads_every_parameterisation():
     mix = case_a(weights=WEIGHTS)
     target = mix.noised(VE)
     x0 = jr.normal(jr.key(8), (16, 2))
-    kw = dict(ladder=LADDER[:4], step_size=jnp.asarray(1e-3), steps_per_level=3, key=jr.key(9))
+    kw: dict[str, Any] = dict(
+        ladder=LADDER[:4], step_size=jnp.asarray(1e-3), steps_per_level=3, key=jr.key(9)
+    )
     a = sf.solve.annealed_langevin(VE, target, x0, **kw)
     b = sf.solve.annealed_langevin(VE, sf.Prediction(VE, target.eps, "eps"), x0, **kw)
     assert_allclose(a.samples, b.samples, rtol=1e-9, atol=1e-9)
@@ -229,7 +233,7 @@ def test_predictor_corrector_reproduces_mixture():
     # 2000 samples: at 60 steps the log-density gap is about -0.03 with a Monte Carlo
     # spread of 0.02 (measured over seeds); 1000 samples left it too close to 0.1.
     y0 = VE.prior_sample((N_ANNEAL, 2), key=jr.key(15))
-    pc = sf.solve.PredictorCorrector(dfx.Euler(), sf.solve.LangevinCorrector(), jr.key(16))
+    pc = sf.solve.PredictorCorrector(dfx.Euler(), sf.solve.LangevinCorrector(), key=jr.key(16))
     res = sf.solve.solve_reverse_sde(
         VE, mix.noised(VE), y0, solver=pc, grid=sf.solve.UniformGrid(60), key=jr.key(23)
     )
@@ -250,7 +254,7 @@ def test_predictor_corrector_with_ode_heun_predictor():
         VE,
         mix.noised(VE),
         y0,
-        solver=sf.solve.PredictorCorrector(dfx.Heun(), corrector, jr.key(19)),
+        solver=sf.solve.PredictorCorrector(dfx.Heun(), corrector, key=jr.key(19)),
         grid=sf.solve.UniformGrid(60),
     )
     assert int(res.nfe) == 60 * (2 + 2) + 1
@@ -317,11 +321,9 @@ def test_bad_corrector_and_terms():
     with pytest.raises(ValueError, match="`num_steps`"):
         sf.solve.LangevinCorrector(num_steps=0)
     # The corrector reads the score from scoreflow's terms; a bare ODE term has none.
-    pc = sf.solve.PredictorCorrector(dfx.Euler(), sf.solve.LangevinCorrector(), jr.key(0))
+    pc = sf.solve.PredictorCorrector(dfx.Euler(), sf.solve.LangevinCorrector(), key=jr.key(0))
     with pytest.raises(ValueError, match="reads the score"):
-        dfx.diffeqsolve(
-            dfx.ODETerm(lambda t, y, args: -y), pc, 1.0, 0.5, -0.1, jnp.zeros((4, 2))
-        )
+        dfx.diffeqsolve(dfx.ODETerm(lambda t, y, args: -y), pc, 1.0, 0.5, -0.1, jnp.zeros((4, 2)))
 
 
 def test_predictor_corrector_takes_any_controller_and_reports_failures():
@@ -329,14 +331,22 @@ def test_predictor_corrector_takes_any_controller_and_reports_failures():
     # step budget too small for the solve is a result code with `throw=False`.
     mix = case_a(weights=WEIGHTS)
     y0 = VE.prior_sample((64, 2), key=jr.key(30))
-    pc = sf.solve.PredictorCorrector(dfx.Heun(), sf.solve.LangevinCorrector(), jr.key(31))
+    pc = sf.solve.PredictorCorrector(dfx.Heun(), sf.solve.LangevinCorrector(), key=jr.key(31))
     ok = sf.solve.solve_probability_flow(
-        VE, mix.noised(VE), y0, solver=pc,
+        VE,
+        mix.noised(VE),
+        y0,
+        solver=pc,
         stepsize_controller=dfx.PIDController(rtol=1e-3, atol=1e-3),
     )
     assert ok.result == dfx.RESULTS.successful and int(ok.num_steps) > 0
     failed = sf.solve.solve_probability_flow(
-        VE, mix.noised(VE), y0, solver=pc, max_steps=3, throw=False,
+        VE,
+        mix.noised(VE),
+        y0,
+        solver=pc,
+        max_steps=3,
+        throw=False,
         stepsize_controller=dfx.PIDController(rtol=1e-3, atol=1e-3),
     )
     assert failed.result == dfx.RESULTS.max_steps_reached
@@ -346,12 +356,23 @@ def test_annealed_langevin_reports_the_real_result_code():
     # A level whose score is NaN fails its solve: with throw=False the record says so.
     nan_model = sf.Prediction(VE, lambda t, x: jnp.full_like(x, jnp.nan), "score")
     res = sf.solve.annealed_langevin(
-        VE, nan_model, jnp.zeros((4, 2)), ladder=LADDER[:3], step_size=jnp.asarray(1e-3),
-        steps_per_level=2, throw=False, key=jr.key(0),
+        VE,
+        nan_model,
+        jnp.zeros((4, 2)),
+        ladder=LADDER[:3],
+        step_size=jnp.asarray(1e-3),
+        steps_per_level=2,
+        throw=False,
+        key=jr.key(0),
     )
     ok = sf.solve.annealed_langevin(
-        VE, _VE_MODEL, jnp.zeros((4, 2)), ladder=LADDER[:3], step_size=jnp.asarray(1e-3),
-        steps_per_level=2, key=jr.key(0),
+        VE,
+        _VE_MODEL,
+        jnp.zeros((4, 2)),
+        ladder=LADDER[:3],
+        step_size=jnp.asarray(1e-3),
+        steps_per_level=2,
+        key=jr.key(0),
     )
     assert ok.result == dfx.RESULTS.successful
     assert res.result != dfx.RESULTS.successful
@@ -367,7 +388,9 @@ def test_langevin_step_is_diffrax_euler_on_the_langevin_terms():
     path = sf.solve.GridBrownianPath(ts, x.shape, key=jr.key(3))
     terms = sf.sde.langevin_terms(score, path)
     euler, *_ = dfx.Euler().step(terms, ts[0], ts[1], x, None, None, False)
-    ours = sf.solve.langevin_step(terms, ts[0], x, ts[1] - ts[0], path.evaluate(ts[0], ts[1]))
+    ours = sf.solve.langevin_step(
+        terms, ts[0], x, ts[1] - ts[0], brownian_increment(path, ts[0], ts[1])
+    )
     assert bool(jnp.all(euler == ours))
 
 
@@ -386,6 +409,7 @@ def test_mala_rejects_proposals_outside_the_support():
         key=jr.key(20),
     )
     assert bool(jnp.all(jnp.abs(res.samples) < 1))
+    assert res.acceptance_rate is not None
     assert 0.0 < float(res.acceptance_rate.mean()) < 0.9
 
 

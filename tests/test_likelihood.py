@@ -1,5 +1,7 @@
 """The instantaneous change of variables, PF-ODE likelihoods and bits/dim."""
 
+from typing import Any
+
 import diffrax as dfx
 import equinox as eqx
 import jax
@@ -137,7 +139,9 @@ def test_pf_ode_log_likelihood_in_log_snr_time(exact_cases):
     mixture = case_a()
     noisy = mixture.noised(sde)
     x = mixture.sample(8, key=jr.key(0))
-    kw = dict(prior_log_prob=lambda z: noisy.log_prob(sde.T, z), rtol=1e-8, atol=1e-8)
+    kw: dict[str, Any] = dict(
+        prior_log_prob=lambda z: noisy.log_prob(sde.T, z), rtol=1e-8, atol=1e-8
+    )
     in_lambda = sf.solve.log_likelihood(sde, noisy, x, time_variable="log_snr", **kw)
     in_t = sf.solve.log_likelihood(sde, noisy, x, **kw)
     assert in_lambda.result == dfx.RESULTS.successful
@@ -154,7 +158,7 @@ def test_pf_ode_parameterisation_and_default_prior(exact_cases):
     mixture = case_a()
     noisy = mixture.noised(sde)
     x = mixture.sample(8, key=jr.key(1))
-    kw = dict(rtol=1e-7, atol=1e-7)
+    kw: dict[str, Any] = dict(rtol=1e-7, atol=1e-7)
     by_eps = sf.solve.log_likelihood(sde, sf.Prediction(sde, noisy.eps, "eps"), x, **kw)
     by_score = sf.solve.log_likelihood(sde, noisy, x, **kw)
     np.testing.assert_allclose(by_eps.log_prob, by_score.log_prob, rtol=1e-9)
@@ -188,7 +192,7 @@ def test_a_score_model_is_its_own_likelihood_model():
     noisy = case_a().noised(sde)
     model = sf.ScoreSDE(sde, noisy.eps, parameterisation="eps", event_shape=(2,))
     x = case_a().sample(4, key=jr.key(2))
-    kw = dict(rtol=1e-7, atol=1e-7)
+    kw: dict[str, Any] = dict(rtol=1e-7, atol=1e-7)
     np.testing.assert_allclose(
         sf.solve.log_likelihood(sde, model, x, **kw).log_prob,
         sf.solve.log_likelihood(sde, noisy, x, **kw).log_prob,
@@ -248,9 +252,7 @@ def test_bits_per_dim_dequantises_the_digits_like_a_gaussian_quadrature(getkey):
     # on the [-1, 1] scale, the digits' 17 bins, the dequantised point drawn by hand.
     x = sf.data.digits_raw("test")[:8]
     key = getkey()
-    log_prob = lambda y, *, key: jnp.sum(
-        jax.scipy.stats.norm.logpdf(y.reshape(y.shape[0], -1)), -1
-    )
+    log_prob = lambda y, *, key: jnp.sum(jax.scipy.stats.norm.logpdf(y.reshape(y.shape[0], -1)), -1)
     res = sf.metrics.bits_per_dim(log_prob, x, levels=17, key=key)
     u = jr.uniform(jr.split(key)[0], x.shape, jnp.float64)
     y = 2 * (x.astype(jnp.float64) + u) / 17 - 1

@@ -1,17 +1,18 @@
 """Every loss is minimised by the exact score; sliced / implicit equal DSM up to a constant."""
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-from numpy.testing import assert_allclose
-
-import scoreflow as sf
 from jaxtyping import TypeCheckError
+from numpy.testing import assert_allclose
 from scipy.integrate import quad
 
+import scoreflow as sf
 from scoreflow import losses
 
 KINDS = ("score", "eps", "x0", "v")
@@ -71,7 +72,11 @@ def _closed_form(sde, weighting, time_sampling, offset):
 
     def g(u):
         t = float(jnp.clip(sde.t_from_log_snr(-jnp.asarray(u)), t0, t1))
-        return f(t) * np.exp(-0.5 * ((u - ln.p_mean) / ln.p_std) ** 2) / (ln.p_std * np.sqrt(2 * np.pi))
+        return (
+            f(t)
+            * np.exp(-0.5 * ((u - ln.p_mean) / ln.p_std) ** 2)
+            / (ln.p_std * np.sqrt(2 * np.pi))
+        )
 
     lo, hi = ln.p_mean - 9 * ln.p_std, ln.p_mean + 9 * ln.p_std
     return quad(g, lo, hi, limit=400, epsrel=1e-8)[0]
@@ -81,16 +86,11 @@ def _closed_form(sde, weighting, time_sampling, offset):
 def _dsm_repeats(sde, kind, weighting, time_sampling, offset, x, keys):
     model = Exact(sde, kind, offset)
     kw = dict(weighting=weighting, time_sampling=time_sampling)
-    return jax.vmap(
-        lambda k: losses.denoising_score_matching(sde, model, x, key=k, **kw)
-    )(keys)
+    return jax.vmap(lambda k: losses.denoising_score_matching(sde, model, x, key=k, **kw))(keys)
 
 
 COMBOS = [
-    (kind, weighting, ts)
-    for kind in KINDS
-    for weighting in WEIGHTINGS
-    for ts in TIME_SAMPLINGS
+    (kind, weighting, ts) for kind in KINDS for weighting in WEIGHTINGS for ts in TIME_SAMPLINGS
 ]
 # The default run covers every parameterisation, weighting and time sampling once;
 # the full product runs under -m slow.
@@ -237,7 +237,7 @@ def test_plain_score_matching_closed_form(name, kw):
 @eqx.filter_jit
 def _ism_dsm(sde, offset, x, key):
     m = Exact(sde, "score", offset)
-    kw = dict(reduce="sum", key=key)
+    kw: dict[str, Any] = dict(reduce="sum", key=key)
     return (
         losses.denoising_score_matching(sde, m, x, **kw),
         losses.implicit_score_matching(sde, m, x, trace=sf.solve.Exact(), **kw),
@@ -278,7 +278,9 @@ def test_ddpm_loss_equals_its_closed_form(offset):
     # N steps, plus c^2: mean_i mean_d a_i^2 V_d / (a_i^2 V_d + s_i^2) + c^2.
     betas = np.linspace(0.02, 0.6, 10)
     ab = np.cumprod(1 - betas)
-    model = sf.DDPM(_DDPMExactEps(tuple(ab.tolist()), offset), event_shape=(2,), betas=jnp.asarray(betas))
+    model = sf.DDPM(
+        _DDPMExactEps(tuple(ab.tolist()), offset), event_shape=(2,), betas=jnp.asarray(betas)
+    )
     keys = jr.split(jr.key(9), 16)
     x = _data(4096)
     values = np.asarray(jax.jit(jax.vmap(lambda k: model.loss(x, key=k)))(keys))
@@ -287,9 +289,7 @@ def test_ddpm_loss_equals_its_closed_form(offset):
     se = values.std(ddof=1) / np.sqrt(values.size)
     assert abs(values.mean() - want) < 4 * se, (values.mean(), want, se)
     # One step off (alpha-bar of i + 1 at step i) is far outside: the test can fail.
-    off_by_one = np.mean(
-        ab[1:, None] * var / (ab[1:, None] * var + 1 - ab[1:, None])
-    ) + offset**2
+    off_by_one = np.mean(ab[1:, None] * var / (ab[1:, None] * var + 1 - ab[1:, None])) + offset**2
     assert abs(off_by_one - want) > 20 * se
 
 
@@ -320,9 +320,7 @@ def test_ncsn_loss_equals_its_closed_form(offset):
 def test_bad_choices_raise(kwargs, name):
     sde = sf.VPSDE()
     with pytest.raises((ValueError, TypeCheckError), match=f"`?{name}`?"):
-        losses.denoising_score_matching(
-            sde, Exact(sde, "eps"), _data(4), key=jr.key(0), **kwargs
-        )
+        losses.denoising_score_matching(sde, Exact(sde, "eps"), _data(4), key=jr.key(0), **kwargs)
 
 
 def test_bad_options_raise():

@@ -260,7 +260,9 @@ def _ddpm_neg_elbo_closed_form(betas, mean, var):
         )
         for i in range(1, len(b))
     )
-    decoder = 0.5 * (d * np.log(2 * np.pi * model_var[0]) + b[0] / (1 - b[0]) * resid(0) / model_var[0])
+    decoder = 0.5 * (
+        d * np.log(2 * np.pi * model_var[0]) + b[0] / (1 - b[0]) * resid(0) / model_var[0]
+    )
     return prior + kl + decoder
 
 
@@ -371,9 +373,7 @@ def test_score_sde_passes_its_weighting_to_the_loss():
     net = nn.EDMPrecond(sde, lambda c, x: jnp.zeros_like(x), sigma_data=2.0)
     x = case_a().sample(16, key=jr.key(1))
     weighting = sf.losses.EDMWeighting(2.0)
-    model = models.ScoreSDE(
-        sde, net, parameterisation="x0", event_shape=(2,), weighting=weighting
-    )
+    model = models.ScoreSDE(sde, net, parameterisation="x0", event_shape=(2,), weighting=weighting)
     want = sf.losses.denoising_score_matching(sde, model, x, weighting=weighting, key=jr.key(2))
     assert_allclose(model.loss(x, key=jr.key(2)), want, rtol=1e-12)
     default = sf.losses.denoising_score_matching(

@@ -5,8 +5,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 from hypothesis import given
-from jaxtyping import TypeCheckError
 from hypothesis import strategies as st
+from jaxtyping import TypeCheckError
 from numpy.testing import assert_allclose
 
 import scoreflow as sf

@@ -115,6 +115,7 @@ def _by_hand(sde, model, y0, path, solver, controller, dt0):
     sol = dfx.diffeqsolve(
         terms, solver, sde.T, sde.t_min, dt0, y0, stepsize_controller=controller, max_steps=4096
     )
+    assert sol.ys is not None
     return terms.terms[0].denoise(sde.t_min, sol.ys[-1])
 
 
@@ -131,6 +132,8 @@ def test_adaptive_reverse_sde_uses_brownian_tree(getkey):
         sde, model, y0, solver=dfx.Heun(), stepsize_controller=controller, key=key
     )
     assert res.result == dfx.RESULTS.successful and int(res.num_steps) > 0
+    # VPSDE's default times are Python floats (what the by-hand tree must be given).
+    assert isinstance(sde.t_min, float) and isinstance(sde.T, float)
     tree = dfx.VirtualBrownianTree(
         sde.t_min, sde.T, tol=1e-4, shape=jax.ShapeDtypeStruct(y0.shape, y0.dtype), key=key
     )
@@ -280,6 +283,7 @@ def test_trajectory_is_saved(getkey):
         ts_save=ts,
         key=getkey(),
     )
+    assert res.trajectory is not None and res.ts is not None
     assert res.trajectory.shape == (3, 8, 2)
     assert_allclose(res.ts, ts)
 
@@ -319,37 +323,52 @@ def test_bad_input(getkey):
 def _entry_points(sde, key):
     y0 = sde.prior_sample((8, 2), key=key)
     grid = sf.solve.UniformGrid(6)
-    yield "solve_probability_flow", lambda m: sf.solve.solve_probability_flow(
-        sde, m, y0, grid=grid
-    ).samples
-    yield "solve_reverse_sde", lambda m: sf.solve.solve_reverse_sde(
-        sde, m, y0, grid=grid, key=key
-    ).samples
+    yield (
+        "solve_probability_flow",
+        lambda m: sf.solve.solve_probability_flow(sde, m, y0, grid=grid).samples,
+    )
+    yield (
+        "solve_reverse_sde",
+        lambda m: sf.solve.solve_reverse_sde(sde, m, y0, grid=grid, key=key).samples,
+    )
     yield "sample", lambda m: sf.sample(sde, m, (8, 2), grid=grid, key=key).samples
-    yield "predictor_corrector", lambda m: sf.sample(
-        sde,
-        m,
-        (8, 2),
-        method="sde",
-        grid=grid,
-        solver=sf.solve.PredictorCorrector(dfx.Euler(), sf.solve.LangevinCorrector(), key),
-        key=key,
-    ).samples
+    yield (
+        "predictor_corrector",
+        lambda m: (
+            sf.sample(
+                sde,
+                m,
+                (8, 2),
+                method="sde",
+                grid=grid,
+                solver=sf.solve.PredictorCorrector(
+                    dfx.Euler(), sf.solve.LangevinCorrector(), key=key
+                ),
+                key=key,
+            ).samples
+        ),
+    )
     yield "log_likelihood", lambda m: sf.solve.log_likelihood(sde, m, y0 / 4).log_prob
-    yield "annealed_langevin", lambda m: sf.solve.annealed_langevin(
-        sde, m, y0, ladder=grid, step_size=jnp.asarray(1e-3), steps_per_level=2, key=key
-    ).samples
-    yield "calibrate_grid", lambda m: sf.solve.calibrate_grid(
-        sde, m, y0, 3, optimise_steps=0, iterations=1
-    ).ts
-    yield "denoising_score_matching", lambda m: sf.losses.denoising_score_matching(
-        sde, m, y0, key=key
+    yield (
+        "annealed_langevin",
+        lambda m: (
+            sf.solve.annealed_langevin(
+                sde, m, y0, ladder=grid, step_size=jnp.asarray(1e-3), steps_per_level=2, key=key
+            ).samples
+        ),
     )
-    yield "sliced_score_matching", lambda m: sf.losses.sliced_score_matching(
-        sde, m, y0, key=key
+    yield (
+        "calibrate_grid",
+        lambda m: sf.solve.calibrate_grid(sde, m, y0, 3, optimise_steps=0, iterations=1).ts,
     )
-    yield "implicit_score_matching", lambda m: sf.losses.implicit_score_matching(
-        sde, m, y0, key=key
+    yield (
+        "denoising_score_matching",
+        lambda m: sf.losses.denoising_score_matching(sde, m, y0, key=key),
+    )
+    yield "sliced_score_matching", lambda m: sf.losses.sliced_score_matching(sde, m, y0, key=key)
+    yield (
+        "implicit_score_matching",
+        lambda m: sf.losses.implicit_score_matching(sde, m, y0, key=key),
     )
 
 

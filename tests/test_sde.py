@@ -9,7 +9,7 @@ from numpy.testing import assert_allclose
 
 import scoreflow as sf
 
-from .helpers import SDES
+from .helpers import SDES, brownian_increment
 
 fraction = st.floats(0.02, 0.98)
 
@@ -65,6 +65,7 @@ def test_forward_simulation_matches_marginal(name, getkey):
         stepsize_controller=dfx.StepTo(ts),
         max_steps=400,
     )
+    assert sol.ys is not None
     x = sol.ys[-1]
     alpha, sigma = sde.marginal(t1)
     se = sigma / np.sqrt(n)
@@ -129,6 +130,7 @@ def test_langevin_terms_sample_the_target(getkey):
         stepsize_controller=dfx.StepTo(ts),
         max_steps=2000,
     )
+    assert sol.ys is not None
     x = sol.ys[-1]
     assert_allclose(x.mean(), target.mean[0], atol=0.02)
     # ULA's stationary variance with step h on N(m, s^2) is s^2 / (1 - h / (4 s^2)).
@@ -140,14 +142,14 @@ def test_grid_brownian_path(getkey):
     key = getkey()
     path = sf.solve.GridBrownianPath(ts, (50000,), key=key)
     a, b, m = 0.3, 0.4, 0.35
-    w = path.evaluate(a, b)
+    w = brownian_increment(path, a, b)
     assert_allclose(w.var(), 0.1, rtol=0.03)
     # Deterministic and additive through the bridge point.
-    assert_allclose(path.evaluate(a, b), w)
-    assert_allclose(path.evaluate(a, m) + path.evaluate(m, b), w, atol=1e-12)
-    assert_allclose(path.evaluate(a, m).var(), 0.05, rtol=0.03)
+    assert_allclose(brownian_increment(path, a, b), w)
+    assert_allclose(brownian_increment(path, a, m) + brownian_increment(path, m, b), w, atol=1e-12)
+    assert_allclose(brownian_increment(path, a, m).var(), 0.05, rtol=0.03)
     # Different intervals are independent.
-    w2 = path.evaluate(0.4, 0.5)
+    w2 = brownian_increment(path, 0.4, 0.5)
     assert abs(float(jnp.corrcoef(w, w2)[0, 1])) < 0.02
     with pytest.raises(ValueError, match="levy_area"):
         sf.solve.GridBrownianPath(ts, (3,), key=key, levy_area=dfx.SpaceTimeTimeLevyArea)

@@ -1,3 +1,5 @@
+from typing import Any
+
 import diffrax as dfx
 import equinox as eqx
 import jax
@@ -123,7 +125,7 @@ def test_nfe_is_counted_and_final_denoise_is_free_for_pc(getkey):
     sde = sf.EDMSDE()
     noisy = case_a().noised(sde, "x0")
     y0 = sde.prior_sample((256, 2), key=getkey())
-    kw = dict(solver=ExponentialAdamsPC(3), grid=S.KarrasGrid(39))
+    kw: dict[str, Any] = dict(solver=ExponentialAdamsPC(3), grid=S.KarrasGrid(39))
     res = S.solve_probability_flow(sde, noisy, y0, **kw)
     raw = S.solve_probability_flow(sde, noisy, y0, denoise=False, **kw)
     assert int(res.nfe) == 40 and int(raw.nfe) == 40
@@ -139,7 +141,7 @@ def test_adaptive_pc_reports_nfe(getkey):
     sde = sf.VPSDE()
     mix = case_a()
     y0 = sde.prior_sample((256, 2), key=getkey())
-    kw = dict(solver=ExponentialAdamsPC(3))
+    kw: dict[str, Any] = dict(solver=ExponentialAdamsPC(3))
     fine = S.solve_probability_flow(sde, mix.noised(sde, "x0"), y0, grid=S.LogSNRGrid(400), **kw)
     res = S.solve_probability_flow(
         sde,
@@ -200,6 +202,7 @@ def test_float32_solves_stay_finite(sde_name, solver, getkey):
         grid=S.KarrasGrid(30),
     )
     assert res.samples.dtype == jnp.float32
+    assert solver.evals_per_step is not None
     ev, at_init = solver.evals_per_step
     free = isinstance(solver, ExponentialAdamsPC)
     assert int(res.nfe) == 30 * ev + at_init + (0 if free else 1)
@@ -252,9 +255,7 @@ def test_calibrated_grid_beats_fixed_rules():
         assert np.all(np.diff(ts) < 0)
 
     def solve(g):
-        res = sf.solve.solve_probability_flow(
-            sde, denoise, x, solver=ExponentialAdamsPC(3), grid=g
-        )
+        res = sf.solve.solve_probability_flow(sde, denoise, x, solver=ExponentialAdamsPC(3), grid=g)
         return np.asarray(res.samples)
 
     ref = solve(sf.solve.LogSNRGrid(400))
@@ -321,11 +322,17 @@ def test_diffrax_reversed_time_is_unwrapped():
             seen.append(type(terms))
             return None
 
-        def step(self, terms, t0, t1, y0, args, state, made_jump):
+        def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
             return y0, None, dict(y0=y0, y1=y0), None, dfx.RESULTS.successful
 
-    S.solve_probability_flow(sde, case_a().noised(sde), jnp.zeros((2, 2)), solver=Spy(),
-                             grid=S.UniformGrid(2), denoise=False)
+    S.solve_probability_flow(
+        sde,
+        case_a().noised(sde),
+        jnp.zeros((2, 2)),
+        solver=Spy(),
+        grid=S.UniformGrid(2),
+        denoise=False,
+    )
     assert seen == [WrapTerm]
 
 
@@ -338,7 +345,7 @@ def test_solver_capabilities_are_types():
         def init(self, terms, t0, t1, y0, args):
             return None
 
-        def step(self, terms, t0, t1, y0, args, state, made_jump):
+        def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
             raise NotImplementedError
 
     with pytest.raises(TypeError, match="evals_per_step"):
@@ -348,7 +355,7 @@ def test_solver_capabilities_are_types():
         assert S.evals_per_step(solver) is not None
     for solver in (StochasticDDIM(), StochasticEDMHeun(churn=0.1)):
         assert isinstance(solver, S.AbstractStochasticDiffusionSolver)
-    pc = S.PredictorCorrector(dfx.Heun(), S.LangevinCorrector(num_steps=2), jax.random.key(0))
+    pc = S.PredictorCorrector(dfx.Heun(), S.LangevinCorrector(num_steps=2), key=jax.random.key(0))
     assert S.evals_per_step(pc) == (2 + 0 + 2, 0)
     assert S.evals_per_step(dfx.Tsit5()) == (6, 1)  # 7 stages, first same as last
     assert S.evals_per_step(dfx.Kvaerno5()) is None
@@ -364,8 +371,9 @@ def test_ddpm_ancestral_is_stochastic_ddim_at_eta_one(getkey):
     key = getkey()
     ts = sde.step_times()[::-1]
     grid = S.CustomGrid(ts)
-    got = S.solve_reverse_sde(sde, model, y0, grid=grid, solver=StochasticDDIM(), denoise=False,
-                              key=key).samples
+    got = S.solve_reverse_sde(
+        sde, model, y0, grid=grid, solver=StochasticDDIM(), denoise=False, key=key
+    ).samples
     path = S.GridBrownianPath(grid.times(sde), y0.shape, key=key)
     b = np.asarray(betas)
     ab = np.cumprod(1 - b)

@@ -1,5 +1,7 @@
 """The training loop: checkpoints, exact resume, divergence, alternating updates, EMA."""
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -93,7 +95,7 @@ class Exploding(eqx.Module):
 
 def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path):
     path = tmp_path / "ckpt.eqx"
-    kw = dict(
+    kw: dict[str, Any] = dict(
         batch_size=4,
         optimizer=optax.sgd(0.03),
         steps_per_chunk=5,
@@ -130,7 +132,8 @@ class TwoPlayers(eqx.Module):
 
 
 def test_alternating_updates_one_group_per_step():
-    labels = TwoPlayers(g="gen", d="disc")
+    # An optax label tree: the model's structure with a group name at each leaf.
+    labels = TwoPlayers(g="gen", d="disc")  # pyright: ignore[reportArgumentType]  # labels, not arrays
     opt = train.alternating(
         {"gen": optax.sgd(0.1), "disc": optax.sgd(0.1)}, labels, order=("disc", "disc", "gen")
     )

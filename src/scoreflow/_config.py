@@ -74,7 +74,11 @@ def load_config(path: str | None, overrides: dict | None = None) -> dict:
         raise ValueError(f"Unknown config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}.")
     if cfg["model"] not in MODELS:
         raise ValueError(f"`model` must be one of {MODELS}, got {cfg['model']!r}.")
-    for name, choices in (("sde", SDES), ("weighting", WEIGHTINGS), ("time_sampling", TIME_SAMPLINGS)):
+    for name, choices in (
+        ("sde", SDES),
+        ("weighting", WEIGHTINGS),
+        ("time_sampling", TIME_SAMPLINGS),
+    ):
         if cfg[name] not in choices:
             raise ValueError(f"`{name}` must be one of {sorted(choices)}, got {cfg[name]!r}.")
     return cfg

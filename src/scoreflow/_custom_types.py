@@ -2,9 +2,12 @@
 
 from typing import Literal, TypeAlias
 
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 Scalar: TypeAlias = Float[Array, ""]
+# A real scalar as diffrax's controllers take it (no complex `ArrayLike`).
+RealScalarLike: TypeAlias = float | int | Float[Array, ""] | Float[np.ndarray, ""]
 ScalarLike: TypeAlias = float | Float[ArrayLike, ""]
 Key: TypeAlias = PRNGKeyArray
 Parameterisation: TypeAlias = Literal["score", "eps", "x0", "v"]

@@ -1,3 +1,4 @@
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
@@ -20,10 +21,12 @@ class Affine(AbstractBijection):
 
     loc: Float[Array, "..."]
     scale: Float[Array, "..."]
+    shape: tuple[int, ...] = eqx.field(static=True)
 
     def __init__(self, loc: Float[ArrayLike, "..."], scale: Float[ArrayLike, "..."]):
         self.loc = jnp.asarray(loc)
         self.scale = jnp.asarray(scale)
+        self.shape = self.loc.shape
 
     def __check_init__(self):
         if self.loc.shape != self.scale.shape:
@@ -38,10 +41,6 @@ class Affine(AbstractBijection):
                 "scale",
                 "must be finite and non-zero (else the map is not invertible).",
             )
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.loc.shape
 
     def _log_det(self, dtype):
         return jnp.sum(jnp.log(jnp.abs(self.scale))).astype(dtype)

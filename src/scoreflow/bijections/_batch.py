@@ -29,9 +29,7 @@ class AbstractBatchBijection(AbstractBijection):
         """`(T(x), log|det|)` for a batch; log-dets of shape `(batch,)`."""
 
     @abc.abstractmethod
-    def inverse_and_log_det_batch(
-        self, y: Array, *, key: Key | None = None
-    ) -> tuple[Array, Array]:
+    def inverse_and_log_det_batch(self, y: Array, *, key: Key | None = None) -> tuple[Array, Array]:
         """`(T^{-1}(y), log|det|)` for a batch; log-dets of shape `(batch,)`."""
 
 
@@ -44,9 +42,7 @@ def batch_transform_and_log_det(
     `AbstractBatchBijection` sees the whole batch; the others are vmapped over events.
     """
     if isinstance(bijection, Invert):
-        return batch_transform_and_log_det(
-            bijection.bijection, x, inverse=not inverse, key=key
-        )
+        return batch_transform_and_log_det(bijection.bijection, x, inverse=not inverse, key=key)
     if isinstance(bijection, Chain):
         members = bijection.bijections
         keys = [None] * len(members) if key is None else list(jr.split(key, len(members)))

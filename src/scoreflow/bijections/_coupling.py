@@ -7,6 +7,7 @@ import jax.random as jr
 import numpy as np
 
 from .._custom_types import Key
+from ..nn._init import zero_output
 from ._base import AbstractBijection
 from ._chain import Chain
 from ._permute import Permute
@@ -100,12 +101,7 @@ class AffineCoupling(AbstractBijection):
         n_out = 2 * (dim - n_cond)
         mlp = eqx.nn.MLP(n_cond, n_out, width, depth, activation=activation, key=key, dtype=dtype)
         if zero_init:
-            last = mlp.layers[-1]
-            mlp = eqx.tree_at(
-                lambda n: (n.layers[-1].weight, n.layers[-1].bias),
-                mlp,
-                (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias)),
-            )
+            mlp = eqx.tree_at(lambda n: n.layers[-1], mlp, zero_output(mlp.layers[-1]))
         self.mask = tuple(bool(v) for v in m)
         self.conditioner = mlp
         self.log_scale_bound = float(log_scale_bound)

@@ -26,7 +26,7 @@ class StandardNormal(eqx.Module):
         n = math.prod(self.shape)
         return -0.5 * jnp.sum(x**2) - 0.5 * n * jnp.log(jnp.asarray(2 * jnp.pi, x.dtype))
 
-    def sample(self, sample_shape: tuple[int, ...], *, key: Key, dtype=None) -> Array:
+    def sample(self, sample_shape: tuple[int, ...], *, dtype=None, key: Key) -> Array:
         """Draw `(*sample_shape, *shape)` samples."""
         dtype = jnp.result_type(float) if dtype is None else dtype
         return jr.normal(key, (*sample_shape, *self.shape), dtype)
@@ -40,7 +40,7 @@ class Flow(eqx.Module):
 
     Args:
         base: a distribution with `shape`, per-event `log_prob(x)` and
-            `sample(sample_shape, *, key, dtype)` (e.g. `StandardNormal`).
+            `sample(sample_shape, *, dtype, key)` (e.g. `StandardNormal`).
         bijection: $T$, mapping base samples to data.
 
     Raises:
@@ -75,12 +75,12 @@ class Flow(eqx.Module):
         z, ld = batch_transform_and_log_det(self.bijection, flat, inverse=True, key=key)
         return (jax.vmap(self.base.log_prob)(z) + ld).reshape(batch)
 
-    def sample(self, sample_shape: tuple[int, ...], *, key: Key, dtype=None) -> Array:
+    def sample(self, sample_shape: tuple[int, ...], *, dtype=None, key: Key) -> Array:
         """Draw `(*sample_shape, *event)` samples."""
         return self.sample_and_log_prob(sample_shape, key=key, dtype=dtype)[0]
 
     def sample_and_log_prob(
-        self, sample_shape: tuple[int, ...], *, key: Key, dtype=None
+        self, sample_shape: tuple[int, ...], *, dtype=None, key: Key
     ) -> tuple[Array, Array]:
         """Samples and their log-densities, with one pass through the bijection."""
         k_base, k_bij = jr.split(key)

@@ -1,3 +1,5 @@
+import equinox as eqx
+
 from ._base import AbstractBijection
 
 
@@ -9,10 +11,11 @@ class Invert(AbstractBijection):
     """
 
     bijection: AbstractBijection
+    shape: tuple[int, ...] = eqx.field(static=True)
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.bijection.shape
+    def __init__(self, bijection: AbstractBijection):
+        self.bijection = bijection
+        self.shape = bijection.shape
 
     def _transform_and_log_det(self, x, key):
         return self.bijection.inverse_and_log_det(x, key=key)

@@ -18,8 +18,8 @@ def load_digits_raw() -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits
     except ImportError as e:  # pragma: no cover - sklearn is a dependency
         raise ImportError("The digits dataset needs scikit-learn: pip install scikit-learn") from e
-    d = load_digits()
-    return d.images.astype(np.int64), d.target.astype(np.int64)
+    flat, labels = load_digits(return_X_y=True)
+    return flat.reshape(-1, 8, 8).astype(np.int64), labels.astype(np.int64)
 
 
 def digits_raw(split: str = "train", *, test_fraction: float = 0.2) -> Int[Array, "n 1 8 8"]:

@@ -36,7 +36,7 @@ def check_options(sde, model, x, weighting, time_sampling, reduce) -> AbstractPr
 
 
 def noisy_batch(sde: AbstractSDE, x, time_sampling, *, key):
-    r"""Times, importance weights, noise $\varepsilon$ and $x_t = \alpha_t x + \sigma_t\varepsilon$."""
+    r"""Times, weights, noise $\varepsilon$ and $x_t = \alpha_t x + \sigma_t\varepsilon$."""
     n, dtype = x.shape[0], x.dtype
     k_t, k_eps = jr.split(key)
     t, iw = time_sampling.sample(sde, n, dtype, key=k_t)

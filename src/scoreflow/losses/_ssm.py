@@ -93,9 +93,7 @@ def implicit_score_matching(
     Returns:
         The scalar loss.
     """
-    w, s, traces, _ = _score_and_trace(
-        sde, model, x, trace, weighting, time_sampling, reduce, key
-    )
+    w, s, traces, _ = _score_and_trace(sde, model, x, trace, weighting, time_sampling, reduce, key)
     axes = tuple(range(1, s.ndim))
     per = jnp.sum(s**2, axis=axes) + 2 * jnp.mean(traces, axis=-1)
     return _finish(per, w, x, reduce)
@@ -147,6 +145,7 @@ def sliced_score_matching(
     if variance_reduction:
         second = jnp.sum(s**2, axis=axes)
     else:
+        assert probes is not None  # a Hutchinson estimator always draws its probes
         v_s = jnp.sum(probes * s[:, None], axis=tuple(range(2, probes.ndim)))
         second = jnp.mean(v_s**2, axis=-1)
     per = 2 * jnp.mean(traces, axis=-1) + second

@@ -1,9 +1,9 @@
 """The model zoo on one contract (`AbstractGenerativeModel`, see `_base.py`)."""
 
+from ._base import METHODS as METHODS
 from ._base import AbstractExactLikelihood as AbstractExactLikelihood
 from ._base import AbstractGenerativeModel as AbstractGenerativeModel
 from ._base import AbstractLikelihoodBound as AbstractLikelihoodBound
-from ._base import METHODS as METHODS
 from ._ddpm import DDPM as DDPM
 from ._ffjord import FFJORD as FFJORD
 from ._ncsn import NCSN as NCSN

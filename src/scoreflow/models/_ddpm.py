@@ -1,5 +1,4 @@
 from collections.abc import Callable
-from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -13,6 +12,7 @@ from .. import _checks, losses, solve
 from .._custom_types import Key, Scalar
 from ..sde import AbstractPrediction, DiscreteVPSDE, linear_betas
 from ._base import AbstractExactLikelihood, AbstractLikelihoodBound, check_event, check_method
+from ._score_sde import sample_dynamics
 
 VARIANCES = ("small", "large")
 
@@ -57,17 +57,19 @@ class DDPM(AbstractExactLikelihood, AbstractLikelihoodBound, AbstractPrediction)
     """
 
     network: Callable[..., Array]
-    sde: DiscreteVPSDE
+    # Narrower than `AbstractPrediction.sde`: safe, a module is immutable.
+    sde: DiscreteVPSDE  # pyright: ignore[reportIncompatibleVariableOverride]
     event_shape: tuple[int, ...] = eqx.field(static=True)
-    parameterisation: ClassVar[str] = "eps"
+    parameterisation: str = eqx.field(static=True)
 
     def __init__(self, network: Callable[..., Array], *, event_shape: tuple[int, ...], betas=None):
         self.network = network
-        self.sde = DiscreteVPSDE(linear_betas() if betas is None else betas)
+        self.sde = DiscreteVPSDE(linear_betas() if betas is None else betas)  # pyright: ignore[reportIncompatibleVariableOverride]
         self.event_shape = tuple(event_shape)
+        self.parameterisation = "eps"  # Ho et al.'s network predicts the noise
 
     def __call__(self, t, x: Float[Array, "..."]) -> Float[Array, "..."]:
-        """The predicted noise $\\varepsilon_\\theta(t, x)$ at one example."""
+        r"""The predicted noise $\varepsilon_\theta(t, x)$ at one example."""
         return self.network(t, x)
 
     def loss(self, x: Float[Array, "batch ..."], *, key: Key) -> Scalar:
@@ -121,18 +123,9 @@ class DDPM(AbstractExactLikelihood, AbstractLikelihoodBound, AbstractPrediction)
         grid = self._grid(num_steps, N if method == "sde" else min(50, N))
         if solver is None:
             solver = solve.StochasticDDIM(1.0) if method == "sde" else solve.DDIM()
-        shape, n = self._flat_shape(sample_shape)
-        res = solve.sample(
-            self.sde,
-            self,
-            (n, *self.event_shape),
-            method=method,
-            grid=grid,
-            solver=solver,
-            dtype=dtype,
-            key=key,
+        return sample_dynamics(
+            self, sample_shape, method, dtype, key, dict(grid=grid, solver=solver)
         )
-        return res.samples.reshape(*shape, *self.event_shape)
 
     def log_prob(
         self, x: Float[Array, "batch ..."], *, key: Key | None = None, **options

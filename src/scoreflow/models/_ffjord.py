@@ -4,7 +4,6 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float
 
 from .._custom_types import Key
@@ -59,6 +58,7 @@ class FFJORD(AbstractExactLikelihood):
     """
 
     flow: Flow
+    event_shape: tuple[int, ...] = eqx.field(static=True)
     kinetic_weight: float = eqx.field(static=True)
     frobenius_weight: float = eqx.field(static=True)
 
@@ -100,28 +100,26 @@ class FFJORD(AbstractExactLikelihood):
         loc = jnp.zeros(dim, dtype) if loc is None else jnp.asarray(loc, dtype)
         scale = jnp.ones(dim, dtype) if scale is None else jnp.asarray(scale, dtype)
         self.flow = Flow(StandardNormal((dim,)), Chain([cnf, Affine(loc, scale)]))
+        self.event_shape = (dim,)
         self.kinetic_weight = float(kinetic_weight)
         self.frobenius_weight = float(frobenius_weight)
 
-    @property
-    def event_shape(self) -> tuple[int, ...]:  # pyright: ignore[reportIncompatibleVariableOverride]
-        return self.flow.shape
+    def _parts(self) -> tuple[CNF, Affine]:
+        chain = self.flow.bijection
+        assert isinstance(chain, Chain)  # as built in __init__
+        cnf, affine = chain.bijections
+        assert isinstance(cnf, CNF) and isinstance(affine, Affine)
+        return cnf, affine
 
     def _fixed(self) -> Flow:
         # The flow with its standardisation out of the gradient's reach.
-        return eqx.tree_at(
-            lambda f: f.bijection.bijections[1], self.flow, jax.lax.stop_gradient(self._affine)
-        )
-
-    @property
-    def _affine(self) -> Affine:
-        affine = self.flow.bijection.bijections[1]  # pyright: ignore[reportAttributeAccessIssue]
-        assert isinstance(affine, Affine)
-        return affine
+        affine = jax.lax.stop_gradient(self._parts()[1])
+        return eqx.tree_at(lambda f: f.bijection.bijections[1], self.flow, affine)
 
     def _nll_and_regularisers(self, x, key):
         # The flow's log-density with the Finlay et al. integrals of the same solve.
-        cnf, affine = self._fixed().bijection.bijections  # pyright: ignore[reportAttributeAccessIssue]
+        cnf, affine = self._parts()
+        affine = jax.lax.stop_gradient(affine)
         z, ld_affine = jax.vmap(affine.inverse_and_log_det)(x)
         sol = cnf.solve(z, inverse=True, key=key)
         lp = jax.vmap(self.flow.base.log_prob)(sol.z) + sol.log_det + ld_affine
@@ -148,4 +146,4 @@ class FFJORD(AbstractExactLikelihood):
     def sample(self, sample_shape: int | tuple[int, ...] = (), *, key: Key) -> Float[Array, "..."]:
         """Draw `(*sample_shape, dim)` samples: integrate the ODE from noise."""
         shape, _ = self._flat_shape(sample_shape)
-        return self._fixed().sample(shape, key=key, dtype=self._affine.loc.dtype)
+        return self._fixed().sample(shape, key=key, dtype=self._parts()[1].loc.dtype)

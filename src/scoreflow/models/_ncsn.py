@@ -1,5 +1,4 @@
 from collections.abc import Callable
-from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -45,24 +44,23 @@ class NCSN(AbstractGenerativeModel, AbstractPrediction):
 
     network: Callable[..., Array]
     sigmas: Float[Array, " L"]
+    # Narrower than `AbstractPrediction.sde`: safe, a module is immutable.
+    sde: VESDE  # pyright: ignore[reportIncompatibleVariableOverride]
     event_shape: tuple[int, ...] = eqx.field(static=True)
-    parameterisation: ClassVar[str] = "score"
+    parameterisation: str = eqx.field(static=True)
 
     def __init__(self, network: Callable[..., Array], *, event_shape: tuple[int, ...], sigmas=None):
         self.network = network
         self.sigmas = geometric_sigmas() if sigmas is None else jnp.asarray(sigmas)
-        self.event_shape = tuple(event_shape)
         if self.sigmas.ndim != 1:
             raise ValueError(f"`sigmas` must be 1-d, got shape {self.sigmas.shape}.")
         s = _checks.concrete(self.sigmas)
         if s is not None:
             _checks.check(bool(np.all(s > 0)), "sigmas", "must be positive.")
             _checks.check(bool(np.all(np.diff(s) < 0)), "sigmas", "must be strictly decreasing.")
-
-    @property
-    def sde(self) -> VESDE:  # pyright: ignore[reportIncompatibleVariableOverride]
-        """The `VESDE` of the ladder."""
-        return ladder_sde(self.sigmas)
+        self.sde = ladder_sde(self.sigmas)  # pyright: ignore[reportIncompatibleVariableOverride]
+        self.event_shape = tuple(event_shape)
+        self.parameterisation = "score"
 
     def __call__(self, t, x: Float[Array, "..."]) -> Float[Array, "..."]:
         r"""$s_\theta(\sigma_t, x)$ at one example."""

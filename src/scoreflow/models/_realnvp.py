@@ -1,4 +1,5 @@
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
@@ -35,6 +36,7 @@ class RealNVP(AbstractExactLikelihood):
     """
 
     flow: Flow
+    event_shape: tuple[int, ...] = eqx.field(static=True)
 
     def __init__(
         self,
@@ -66,10 +68,7 @@ class RealNVP(AbstractExactLikelihood):
             key=key,
         )
         self.flow = Flow(StandardNormal((dim,)), Chain([Invert(coupling), Affine(loc, scale)]))
-
-    @property
-    def event_shape(self) -> tuple[int, ...]:  # pyright: ignore[reportIncompatibleVariableOverride]
-        return self.flow.shape
+        self.event_shape = (dim,)
 
     def log_prob(
         self, x: Float[Array, "batch dim"], *, key: Key | None = None
@@ -84,5 +83,5 @@ class RealNVP(AbstractExactLikelihood):
     def sample(self, sample_shape: int | tuple[int, ...] = (), *, key: Key) -> Float[Array, "..."]:
         """Draw `(*sample_shape, dim)` samples."""
         shape, _ = self._flat_shape(sample_shape)
-        dtype = self.flow.bijection.bijections[-1].loc.dtype
+        dtype = jax.tree_util.tree_leaves(self.flow)[0].dtype  # the parameters' dtype
         return self.flow.sample(shape, key=key, dtype=dtype)

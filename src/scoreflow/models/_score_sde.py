@@ -92,17 +92,20 @@ class ScoreSDE(AbstractExactLikelihood, AbstractPrediction):
     def loss(self, x: Float[Array, "batch ..."], *, key: Key) -> Scalar:
         """The score-matching loss of a batch of data."""
         check_event(x, self.event_shape)
-        kw = dict(
+        loss = {
+            "denoising": losses.denoising_score_matching,
+            "sliced": losses.sliced_score_matching,
+            "implicit": losses.implicit_score_matching,
+        }[self.objective]
+        return loss(
+            self.sde,
+            self,
+            x,
             weighting=self.weighting,
             time_sampling=self.time_sampling,
             reduce=self.reduce,
             key=key,
         )
-        if self.objective == "denoising":
-            return losses.denoising_score_matching(self.sde, self, x, **kw)
-        if self.objective == "sliced":
-            return losses.sliced_score_matching(self.sde, self, x, **kw)
-        return losses.implicit_score_matching(self.sde, self, x, **kw)
 
     def sample(
         self,

@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -34,7 +35,7 @@ class ScaledScore(eqx.Module):
         net: `(c, x) -> array`, called with $c = \log\sigma$.
     """
 
-    net: eqx.Module
+    net: Callable[..., Array]
 
     def __call__(self, sigma: Float[Array, ""], x: Float[Array, "..."]) -> Float[Array, "..."]:
         sigma = jnp.asarray(sigma).astype(x.dtype)

@@ -7,6 +7,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._embeddings import GaussianFourierEmbedding, SinusoidalEmbedding
+from ._init import zero_output
 
 
 def _embedding(kind, dim, key, scale=16.0):
@@ -39,7 +40,7 @@ class TimeMLP(eqx.Module):
         key: PRNG key.
     """
 
-    embed: eqx.Module
+    embed: Callable[[Array], Array]
     first: eqx.nn.Linear
     hidden: tuple[eqx.nn.Linear, ...]
     time_proj: tuple[eqx.nn.Linear, ...]
@@ -79,11 +80,7 @@ class TimeMLP(eqx.Module):
         last = eqx.nn.Linear(width, d, key=keys[-1])
         # Zero output layer: the untrained network predicts 0 (a unit-variance Gaussian's
         # eps), a stable start for every parameterisation.
-        self.last = eqx.tree_at(
-            lambda m: (m.weight, m.bias),
-            last,
-            (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias)),
-        )
+        self.last = zero_output(last)
         self.time_transform = time_transform
         self.activation = activation
 

@@ -7,6 +7,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._embeddings import GaussianFourierEmbedding, SinusoidalEmbedding
+from ._init import zero_output
 
 
 def _groups(ch):
@@ -61,7 +62,7 @@ class UNet(eqx.Module):
         key: PRNG key.
     """
 
-    embed: eqx.Module
+    embed: Callable[[Array], Array]
     temb: eqx.nn.MLP
     conv_in: eqx.nn.Conv2d
     down: tuple[_ResBlock, ...]
@@ -91,7 +92,7 @@ class UNet(eqx.Module):
         f = 2 ** (len(channel_mults) - 1)
         if h % f or w % f:
             raise ValueError(f"H and W of `data_shape` must be divisible by {f}, got {(h, w)}.")
-        self.data_shape = tuple(data_shape)
+        self.data_shape = (c, h, w)
         self.time_transform = time_transform
         keys = iter(jr.split(key, 4 + 3 * len(channel_mults) + 4))
         if embedding == "fourier":
@@ -118,11 +119,7 @@ class UNet(eqx.Module):
         self.down, self.downsample, self.up = tuple(down), tuple(downsample), tuple(up)
         self.norm_out = eqx.nn.GroupNorm(_groups(prev), prev)
         conv_out = eqx.nn.Conv2d(prev, c, 3, padding=1, key=next(keys))
-        self.conv_out = eqx.tree_at(
-            lambda m: (m.weight, m.bias),
-            conv_out,
-            (jnp.zeros_like(conv_out.weight), jnp.zeros_like(conv_out.bias)),
-        )
+        self.conv_out = zero_output(conv_out)
 
     def __call__(self, t: Float[Array, ""], x: Float[Array, "c h w"]) -> Float[Array, "c h w"]:
         if x.shape != self.data_shape:

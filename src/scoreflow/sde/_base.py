@@ -54,7 +54,7 @@ class AbstractSDE(eqx.Module):
         r"""Standard deviation $\sigma_T$ of the prior $N(0, \sigma_T^2 I)$."""
         return self.marginal(self.T)[1]
 
-    def prior_sample(self, shape: tuple[int, ...], *, key: Key, dtype=None) -> Float[Array, "..."]:
+    def prior_sample(self, shape: tuple[int, ...], *, dtype=None, key: Key) -> Float[Array, "..."]:
         r"""Draw from the prior $N(0, \sigma_T^2 I)$."""
         dtype = jnp.result_type(float) if dtype is None else dtype
         return self.prior_std().astype(dtype) * jr.normal(key, shape, dtype)

@@ -4,7 +4,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .. import _checks
-from .._custom_types import TimeLike, Times
+from .._custom_types import ScalarLike, TimeLike, Times
 from ._base import AbstractSDE
 
 
@@ -33,8 +33,8 @@ class DiscreteVPSDE(AbstractSDE):
     """
 
     betas: Float[Array, " N"]
-    T: float = eqx.field(static=True)
-    t_min: float = eqx.field(static=True)
+    T: ScalarLike = eqx.field(static=True)
+    t_min: ScalarLike = eqx.field(static=True)
 
     def __init__(self, betas, t_min: float | None = None):
         betas = jnp.asarray(betas)

@@ -48,6 +48,4 @@ def langevin_terms(
             noise are multiplied by it, so the held coordinates never change
             (inpainting).
     """
-    return dfx.MultiTerm(
-        dfx.ODETerm(_HalfScore(score, free)), ScalarNoiseTerm(_Scale(free), path)
-    )
+    return dfx.MultiTerm(dfx.ODETerm(_HalfScore(score, free)), ScalarNoiseTerm(_Scale(free), path))

@@ -1,12 +1,10 @@
 import jax.numpy as jnp
 
-from .. import _checks
 from .._custom_types import ScalarLike, TimeLike, Times
-from ._base import AbstractSDE
-from ._vp import _integrated_beta, _t_from_integrated_beta
+from ._vp import AbstractLinearBetaSDE, _t_from_integrated_beta
 
 
-class SubVPSDE(AbstractSDE):
+class SubVPSDE(AbstractLinearBetaSDE):
     r"""Sub-VP SDE $dx = -\tfrac12\beta x\,dt + \sqrt{\beta(t)(1 - e^{-2B(t)})}\,dW$.
 
     Song et al. 2021 (arXiv:2011.13456, eq. 29): the same mean as `VPSDE`,
@@ -24,24 +22,15 @@ class SubVPSDE(AbstractSDE):
     T: ScalarLike = 1.0
     t_min: ScalarLike = 1e-3
 
-    def __check_init__(self):
-        _checks.nonnegative(self.beta_min, "beta_min")
-        _checks.positive(self.beta_max, "beta_max")
-        _checks.less(self.beta_min, self.beta_max, "beta_min", "beta_max")
-        _checks.time_floor(self.t_min, self.T)
-
-    def beta(self, t: TimeLike) -> Times:
-        return jnp.asarray(self.beta_min + t * (self.beta_max - self.beta_min))
-
     def marginal(self, t: TimeLike) -> tuple[Times, Times]:
-        B = _integrated_beta(self.beta_min, self.beta_max, jnp.asarray(t))
+        B = self.integrated_beta(t)
         return jnp.exp(-0.5 * B), -jnp.expm1(-B)
 
     def drift_coefficient(self, t: TimeLike) -> Times:
         return -0.5 * self.beta(t)
 
     def diffusion(self, t: TimeLike) -> Times:
-        B = _integrated_beta(self.beta_min, self.beta_max, jnp.asarray(t))
+        B = self.integrated_beta(t)
         return jnp.sqrt(self.beta(t) * -jnp.expm1(-2 * B))
 
     def t_from_log_snr(self, log_snr: TimeLike) -> Times:

@@ -73,7 +73,7 @@ class AbstractModelTerm(dfx.AbstractTerm):
     batched: eqx.AbstractVar[bool]
 
     @abc.abstractmethod
-    def drift(self, t, y):
+    def drift(self, t, y) -> Array:
         """The vector field at $(t, y)$."""
 
     def _read(self, read, t, y):
@@ -113,7 +113,7 @@ class ProbabilityFlowTerm(AbstractModelTerm):
     model: AbstractPrediction
     batched: bool = eqx.field(static=True, default=True)
 
-    def drift(self, t, y):
+    def drift(self, t, y) -> Array:
         g = self.sde.diffusion(t)
         return self.sde.drift(t, y) - 0.5 * g**2 * self.score(t, y)
 
@@ -134,7 +134,7 @@ class ReverseDriftTerm(AbstractModelTerm):
     model: AbstractPrediction
     batched: bool = eqx.field(static=True, default=True)
 
-    def drift(self, t, y):
+    def drift(self, t, y) -> Array:
         g = self.sde.diffusion(t)
         return self.sde.drift(t, y) - g**2 * self.score(t, y)
 

@@ -50,7 +50,11 @@ class VESDE(AbstractSDE):
 
     def diffusion(self, t: TimeLike) -> Times:
         t = jnp.asarray(t)
-        return self.sigma_min * jnp.exp(t * self._log_ratio) * jnp.sqrt(2 * self._log_ratio)
+        return (
+            jnp.asarray(self.sigma_min)
+            * jnp.exp(t * self._log_ratio)
+            * jnp.sqrt(2 * self._log_ratio)
+        )
 
     def t_from_log_snr(self, log_snr: TimeLike) -> Times:
         sigma2 = jnp.exp(-2 * jnp.asarray(log_snr))

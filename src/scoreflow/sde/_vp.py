@@ -1,8 +1,35 @@
+import equinox as eqx
 import jax.numpy as jnp
 
 from .. import _checks
 from .._custom_types import ScalarLike, TimeLike, Times
 from ._base import AbstractSDE
+
+
+class AbstractLinearBetaSDE(AbstractSDE):
+    r"""An SDE driven by a linear schedule: the VP and sub-VP SDEs.
+
+    $\beta(t) = \beta_{\min} + t(\beta_{\max} - \beta_{\min})$ and
+    $B(t) = \int_0^t \beta = \beta_{\min} t + \tfrac12(\beta_{\max} - \beta_{\min})t^2$.
+    """
+
+    beta_min: eqx.AbstractVar[ScalarLike]
+    beta_max: eqx.AbstractVar[ScalarLike]
+
+    def __check_init__(self):
+        _checks.nonnegative(self.beta_min, "beta_min")
+        _checks.positive(self.beta_max, "beta_max")
+        _checks.less(self.beta_min, self.beta_max, "beta_min", "beta_max")
+        _checks.time_floor(self.t_min, self.T)
+
+    def beta(self, t: TimeLike) -> Times:
+        return jnp.asarray(
+            self.beta_min + jnp.asarray(t) * (jnp.asarray(self.beta_max) - self.beta_min)
+        )
+
+    def integrated_beta(self, t: TimeLike) -> Times:
+        r"""$B(t) = \int_0^t \beta$."""
+        return jnp.asarray(_integrated_beta(self.beta_min, self.beta_max, jnp.asarray(t)))
 
 
 def _integrated_beta(beta_min, beta_max, t):
@@ -16,7 +43,7 @@ def _t_from_integrated_beta(beta_min, beta_max, B):
     return 2 * B / (beta_min + jnp.sqrt(beta_min**2 + 2 * d * B))
 
 
-class VPSDE(AbstractSDE):
+class VPSDE(AbstractLinearBetaSDE):
     r"""Variance-preserving SDE $dx = -\tfrac12\beta(t)x\,dt + \sqrt{\beta(t)}\,dW$.
 
     Linear schedule $\beta(t) = \beta_{\min} + t(\beta_{\max} - \beta_{\min})$ (Song et
@@ -40,21 +67,12 @@ class VPSDE(AbstractSDE):
     T: ScalarLike = 1.0
     t_min: ScalarLike = 1e-3
 
-    def __check_init__(self):
-        _checks.nonnegative(self.beta_min, "beta_min")
-        _checks.positive(self.beta_max, "beta_max")
-        _checks.less(self.beta_min, self.beta_max, "beta_min", "beta_max")
-        _checks.time_floor(self.t_min, self.T)
-
-    def beta(self, t: TimeLike) -> Times:
-        return jnp.asarray(self.beta_min + t * (self.beta_max - self.beta_min))
-
     def marginal(self, t: TimeLike) -> tuple[Times, Times]:
-        B = _integrated_beta(self.beta_min, self.beta_max, jnp.asarray(t))
+        B = self.integrated_beta(t)
         return jnp.exp(-0.5 * B), jnp.sqrt(-jnp.expm1(-B))
 
     def log_snr(self, t: TimeLike) -> Times:
-        B = _integrated_beta(self.beta_min, self.beta_max, jnp.asarray(t))
+        B = self.integrated_beta(t)
         # log(alpha/sigma) = -B/2 - log(1 - e^{-B})/2 = -log(e^B - 1)/2
         return -0.5 * jnp.log(jnp.expm1(B))
 

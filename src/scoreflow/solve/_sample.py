@@ -6,7 +6,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, Int
 
 from .. import _checks
-from .._custom_types import Key
+from .._custom_types import Key, RealScalarLike
 from ..sde import AbstractPrediction, AbstractSDE, probability_flow_term, reverse_sde_terms
 from ._grids._grids import AbstractGrid, KarrasGrid, UniformGrid
 from ._shared._brownian import GridBrownianPath
@@ -101,7 +101,7 @@ def solve_probability_flow(
     solver: dfx.AbstractSolver | None = None,
     grid: AbstractGrid | None = None,
     stepsize_controller: dfx.AbstractAdaptiveStepSizeController | None = None,
-    dt0: float | None = None,
+    dt0: RealScalarLike | None = None,
     denoise: bool = True,
     max_steps: int = 4096,
     adjoint: dfx.AbstractAdjoint = dfx.RecursiveCheckpointAdjoint(),
@@ -183,7 +183,7 @@ def solve_reverse_sde(
     solver: dfx.AbstractSolver | None = None,
     grid: AbstractGrid | None = None,
     stepsize_controller: dfx.AbstractAdaptiveStepSizeController | None = None,
-    dt0: float | None = None,
+    dt0: RealScalarLike | None = None,
     denoise: bool = True,
     max_steps: int = 4096,
     brownian_tol: float = 1e-4,

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, PyTree
 
+from .. import _checks
 from .._custom_types import Key
 from ._checkpoint import load_checkpoint, save_checkpoint
 from ._optim import default_optimizer
@@ -183,13 +184,9 @@ def fit(
         TrainingDiverged: on a non-finite loss.
         ValueError: on bad arguments.
     """
-    for name, v in (
-        ("num_steps", num_steps),
-        ("batch_size", batch_size),
-        ("steps_per_chunk", steps_per_chunk),
-    ):
-        if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "num_steps" else 1):
-            raise ValueError(f"`{name}` must be a positive int, got {v!r}.")
+    _checks.positive_int(num_steps, "num_steps", least=0)
+    _checks.positive_int(batch_size, "batch_size")
+    _checks.positive_int(steps_per_chunk, "steps_per_chunk")
     if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"`ema_decay` must lie in [0, 1), got {ema_decay}.")
     data_is_fn = callable(data) and not isinstance(data, jax.Array)
@@ -204,15 +201,17 @@ def fit(
         model, optimizer, ema=ema_decay is not None, filter_spec=filter_spec, key=key
     )
     ckpt = None if checkpoint is None else pathlib.Path(checkpoint)
-    if state is None:
-        state = template
-        if ckpt is not None and resume and ckpt.exists():
-            state = load_checkpoint(ckpt, template)
+    if state is not None:
+        current = state
+    elif ckpt is not None and resume and ckpt.exists():
+        current = load_checkpoint(ckpt, template)
+    else:
+        current = template
     run = _make_chunk(
         optimizer, loss_fn, filter_spec, ema_decay or 0.0, batch_size, steps_per_chunk, data_is_fn
     )
     total = jnp.asarray(num_steps, jnp.int32)
-    start = int(state.step)
+    start = int(current.step)
     every = None if checkpoint_every is None else max(checkpoint_every, 1)
     last_saved = start
     bar = None
@@ -222,9 +221,9 @@ def fit(
         bar = tqdm(total=num_steps, initial=min(start, num_steps), desc="fit", unit="step")
     losses = []
     try:
-        while int(state.step) < num_steps:
-            before = state
-            state, chunk_losses = run(state, data, total)
+        while int(current.step) < num_steps:
+            before = current
+            current, chunk_losses = run(current, data, total)
             n = min(steps_per_chunk, num_steps - int(before.step))
             chunk_losses = np.asarray(chunk_losses[:n])
             bad = np.flatnonzero(~np.isfinite(chunk_losses))
@@ -241,7 +240,7 @@ def fit(
                 )
                 raise TrainingDiverged(
                     f"Training stopped: the loss was {chunk_losses[bad[0]]} at step {step}. "
-                    f"The returned state is the last good one (step {int(before.step)}).{where} "
+                    f"The returned current is the last good one (step {int(before.step)}).{where} "
                     "Lower the learning rate, clip gradients, or check the data for NaN.",
                     step=step,
                     state=before,
@@ -250,14 +249,16 @@ def fit(
             if bar is not None:
                 bar.update(n)
                 bar.set_postfix(loss=f"{float(chunk_losses.mean()):.4g}")
-            s = int(state.step)
+            s = int(current.step)
             if ckpt is not None and (
                 s >= num_steps or (every is not None and s - last_saved >= every)
             ):
-                save_checkpoint(ckpt, state, {"num_steps": num_steps})
+                save_checkpoint(ckpt, current, {"num_steps": num_steps})
                 last_saved = s
     finally:
         if bar is not None:
             bar.close()
     losses = np.concatenate(losses) if losses else np.zeros((0,), np.float32)
-    return FitResult(model=state.model, ema_model=state.ema_model(), state=state, losses=losses)
+    return FitResult(
+        model=current.model, ema_model=current.ema_model(), state=current, losses=losses
+    )

@@ -1,4 +1,4 @@
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -41,7 +41,7 @@ def default_optimizer(
 
 
 class _TurnState(NamedTuple):
-    count: jax.Array
+    step: jax.Array
     inner: optax.OptState
 
 
@@ -50,7 +50,7 @@ def _take_turn(inner: optax.GradientTransformation, turns: tuple[int, ...], peri
         return _TurnState(jnp.zeros((), jnp.int32), inner.init(params))
 
     def update_fn(updates, state, params=None):
-        phase = state.count % period
+        phase = state.step % period
         active = jnp.any(jnp.asarray(turns, jnp.int32) == phase)
 
         def run(_):
@@ -60,7 +60,7 @@ def _take_turn(inner: optax.GradientTransformation, turns: tuple[int, ...], peri
             return jax.tree_util.tree_map(jnp.zeros_like, updates), state.inner
 
         new_updates, new_inner = jax.lax.cond(active, run, skip, None)
-        return new_updates, _TurnState(state.count + 1, new_inner)
+        return new_updates, _TurnState(state.step + 1, new_inner)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -96,7 +96,7 @@ def alternating(
     if set(transforms) - set(order):
         raise ValueError("Every label of `transforms` must appear in `order`.")
     period = len(order)
-    wrapped = {
+    wrapped: dict[Hashable, optax.GradientTransformation] = {
         name: _take_turn(tx, tuple(i for i, o in enumerate(order) if o == name), period)
         for name, tx in transforms.items()
     }

@@ -61,7 +61,7 @@ def _optimise(solver, term, sde, logits, lam_ends, fit, val, learning_rate, step
         # runs JAX with strict dtype promotion.
         with jax.numpy_dtype_promotion("standard"):
             updates, opt_state = optimiser.update(grad, opt_state)
-            lg = optax.apply_updates(lg, updates)
+            lg = jnp.asarray(optax.apply_updates(lg, updates))
         loss = val_loss(lg)
         better = jnp.isfinite(loss) & (loss < best_loss)
         best = (jnp.where(better, loss, best_loss), jnp.where(better, lg, best_lg))

@@ -65,9 +65,15 @@ class _AtLevel(eqx.Module):
         return self.score(self.t, x)
 
 
-def _check_mask(mask, observation, y0):
+class _Known(eqx.Module):
+    # Inpainting's known coordinates (True) and their observed values, batch-shaped.
+    mask: Bool[Array, "batch ..."]
+    observation: Float[Array, "batch ..."]
+
+
+def _check_mask(mask, observation, y0) -> _Known | None:
     if mask is None and observation is None:
-        return None, None
+        return None
     if mask is None or observation is None:
         raise ValueError("Pass both `mask` and `observation` for inpainting, or neither.")
     mask = jnp.asarray(mask)
@@ -85,9 +91,9 @@ def _check_mask(mask, observation, y0):
             f"`observation` must have the event shape {event} or the shape of `y0` "
             f"{shape}, got {observation.shape}."
         )
-    mask = jnp.broadcast_to(mask, shape)
-    observation = jnp.broadcast_to(observation.astype(y0.dtype), shape)
-    return mask, observation
+    return _Known(
+        jnp.broadcast_to(mask, shape), jnp.broadcast_to(observation.astype(y0.dtype), shape)
+    )
 
 
 @boundary_jit(positive=("step_size",), ladder=True)
@@ -179,24 +185,24 @@ def annealed_langevin(
     _checks.positive_int(steps_per_level, "steps_per_level")
     _checks.positive(step_size, "step_size")
     check_save_every(save_every, steps_per_level, "steps_per_level")
-    mask, observation = _check_mask(mask, observation, y0)
+    known = _check_mask(mask, observation, y0)
     dtype = y0.dtype
     times = ladder_times(sde, ladder).astype(dtype)
     num_levels = times.shape[0]
     score = Batched(model.score)
     _, sigmas = sde.marginal(times)
     steps = jnp.asarray(step_size, dtype) * (sigmas / sigmas[-1]) ** 2
-    free = None if mask is None else (~mask).astype(dtype)
+    free = None if known is None else (~known.mask).astype(dtype)
     unit = jnp.arange(steps_per_level + 1, dtype=dtype)
 
     def level(x, inputs):
         i, t, alpha_step = inputs
         k_level = jr.fold_in(key, i)
         k_obs, k_path = jr.split(k_level)
-        if mask is not None:
+        if known is not None:
             a_t, s_t = sde.marginal(t)
-            noisy_obs = a_t * observation + s_t * jr.normal(k_obs, x.shape, dtype)
-            x = jnp.where(mask, noisy_obs, x)
+            noisy_obs = a_t * known.observation + s_t * jr.normal(k_obs, x.shape, dtype)
+            x = jnp.where(known.mask, noisy_obs, x)
         ts = alpha_step * unit
         path = GridBrownianPath(ts, x.shape, key=k_path, dtype=dtype)
         saveat = (
@@ -216,24 +222,26 @@ def annealed_langevin(
             max_steps=steps_per_level,
             throw=throw,
         )
-        saved = None if save_every is None else sol.ys[:-1]
-        return sol.ys[-1], (saved, sol.stats, sol.result)
+        ys = sol.ys
+        assert ys is not None  # saved: SaveAt(t1=True) at least
+        saved = None if save_every is None else ys[:-1]
+        return ys[-1], (saved, sol.stats, sol.result)
 
     idx = jnp.arange(num_levels)
     x, (traj, stats, results) = jax.lax.scan(level, y0, (idx, times, steps))
     if denoise:
         x = Batched(model.x0)(times[-1], x)
-    if mask is not None:
-        x = jnp.where(mask, observation, x)
+    if known is not None:
+        x = jnp.where(known.mask, known.observation, x)
     failed = results != dfx.RESULTS.successful
     first_failure = jax.tree.map(lambda v: v[jnp.argmax(failed)], results)
     result = dfx.RESULTS.where(jnp.any(failed), first_failure, dfx.RESULTS.successful)
     result, x = finite_result(result, x, throw)
     num_steps = jnp.asarray(num_levels * steps_per_level)
     ts_saved = None
-    if traj is not None:
-        per_level = traj.shape[1]
-        traj = traj.reshape(num_levels * per_level, *traj.shape[2:])
+    if save_every is not None:
+        per_level = steps_per_level // save_every
+        traj = jnp.reshape(jnp.asarray(traj), (num_levels * per_level, *y0.shape))
         ts_saved = jnp.repeat(times, per_level)
     return LangevinResult(
         samples=x,

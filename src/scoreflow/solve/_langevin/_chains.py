@@ -64,6 +64,23 @@ def _check_chain(y0, num_steps, step_size, save_every):
     check_save_every(save_every, num_steps)
 
 
+def _run_chains(solver, score, y0, step_size, num_steps, save_every, solver_state, key):
+    # The Langevin SDE of `score` on the chains' grid, with its Brownian path.
+    ts = step_grid(step_size, num_steps, y0.dtype)
+    path = GridBrownianPath(ts, y0.shape, key=key, dtype=y0.dtype)
+    return dfx.diffeqsolve(
+        langevin_terms(Batched(_IgnoreTime(score)), path),
+        solver,
+        ts[0],
+        ts[-1],
+        None,
+        y0,
+        stepsize_controller=dfx.StepTo(ts),
+        saveat=save_every_at(ts, save_every, solver_state=solver_state),
+        max_steps=num_steps,
+    )
+
+
 def _result(sol, solver, save_every, throw, **extra) -> LangevinResult:
     n = sol.stats["num_steps"]
     result, samples = finite_result(sol.result, sol.ys[-1], throw)
@@ -116,22 +133,9 @@ def ula(
     Raises:
         ValueError: on a non-positive `step_size`, a bad `num_steps` or `y0`.
     """
-
     _check_chain(y0, num_steps, step_size, save_every)
-    ts = step_grid(step_size, num_steps, y0.dtype)
-    path = GridBrownianPath(ts, y0.shape, key=key, dtype=y0.dtype)
     solver = dfx.Euler()
-    sol = dfx.diffeqsolve(
-        langevin_terms(Batched(_IgnoreTime(score)), path),
-        solver,
-        ts[0],
-        ts[-1],
-        None,
-        y0,
-        stepsize_controller=dfx.StepTo(ts),
-        saveat=save_every_at(ts, save_every),
-        max_steps=num_steps,
-    )
+    sol = _run_chains(solver, score, y0, step_size, num_steps, save_every, False, key)
     return _result(sol, solver, save_every, throw)
 
 
@@ -173,25 +177,14 @@ def mala(
     Raises:
         ValueError: on a non-positive `step_size`, a bad `num_steps` or `y0`.
     """
-
     _check_chain(y0, num_steps, step_size, save_every)
     score = _GradLogProb(log_prob) if score is None else score
     k_path, k_accept = jr.split(key)
-    ts = step_grid(step_size, num_steps, y0.dtype)
-    path = GridBrownianPath(ts, y0.shape, key=k_path, dtype=y0.dtype)
-    solver = MALA(_BatchedLogProb(log_prob), k_accept)
-    sol = dfx.diffeqsolve(
-        langevin_terms(Batched(_IgnoreTime(score)), path),
-        solver,
-        ts[0],
-        ts[-1],
-        None,
-        y0,
-        stepsize_controller=dfx.StepTo(ts),
-        saveat=save_every_at(ts, save_every, solver_state=True),
-        max_steps=num_steps,
-    )
-    rate = sol.solver_state.accepted / sol.stats["num_steps"]
+    solver = MALA(_BatchedLogProb(log_prob), key=k_accept)
+    sol = _run_chains(solver, score, y0, step_size, num_steps, save_every, True, k_path)
+    state = sol.solver_state
+    assert state is not None  # saved: SaveAt(solver_state=True)
+    rate = state.accepted / sol.stats["num_steps"]
     return _result(sol, solver, save_every, throw, acceptance_rate=rate)
 
 
@@ -248,7 +241,6 @@ def underdamped_langevin(
     Raises:
         ValueError: on a non-positive `step_size`, `gamma` or `u`, or bad shapes.
     """
-
     _check_chain(y0, num_steps, step_size, save_every)
     _checks.positive(gamma, "gamma")
     _checks.positive(u, "u")
@@ -293,6 +285,7 @@ def underdamped_langevin(
         saveat=save_every_at(ts, save_every),
         max_steps=num_steps,
     )
+    assert sol.ys is not None  # saved: SaveAt(t1=True) at least
     xs, vs = sol.ys
     n = sol.stats["num_steps"]
     result, (x, v) = finite_result(sol.result, (xs[-1], vs[-1]), throw)

@@ -93,7 +93,7 @@ def check_save_every(save_every: int | None, num_steps: int, steps_name: str = "
 
 
 def step_grid(step_size, num_steps: int, dtype) -> Array:
-    """The chain's times $0, h, 2h, \\dots, nh$."""
+    r"""The chain's times $0, h, 2h, \dots, nh$."""
     return jnp.asarray(step_size, dtype) * jnp.arange(num_steps + 1, dtype=dtype)
 
 

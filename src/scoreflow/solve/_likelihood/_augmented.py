@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from ... import _checks
-from ..._custom_types import Key, ScalarLike
+from ..._custom_types import Key, RealScalarLike
 from .._shared._nfe import count_nfe
 from ._trace import AbstractTrace, Exact, check_trace
 
@@ -142,8 +142,8 @@ def solve_augmented(
     *,
     trace: AbstractTrace = Exact(),
     solver: dfx.AbstractSolver | None = None,
-    rtol: ScalarLike = 1e-5,
-    atol: ScalarLike = 1e-5,
+    rtol: RealScalarLike = 1e-5,
+    atol: RealScalarLike = 1e-5,
     dt0=None,
     stepsize_controller: dfx.AbstractStepSizeController | None = None,
     max_steps: int | None = 4096,

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from ... import _checks
-from ..._custom_types import Key, ScalarLike
+from ..._custom_types import Key, RealScalarLike
 from ...sde import AbstractPrediction, AbstractSDE, ProbabilityFlowTerm, probability_flow_term
 from .._shared._model import check_model
 from ._augmented import solve_augmented
@@ -74,8 +74,8 @@ def log_likelihood(
     *,
     prior_log_prob: Callable[[Array], Array] | None = None,
     solver: dfx.AbstractSolver | None = None,
-    rtol: ScalarLike = 1e-5,
-    atol: ScalarLike = 1e-5,
+    rtol: RealScalarLike = 1e-5,
+    atol: RealScalarLike = 1e-5,
     dt0: float | None = None,
     stepsize_controller: dfx.AbstractStepSizeController | None = None,
     max_steps: int = 4096,

@@ -7,7 +7,7 @@ score matching need $\operatorname{tr}\,\nabla_x s_\theta$. Both use one of thes
 
 import abc
 from collections.abc import Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import equinox as eqx
 import jax
@@ -18,13 +18,20 @@ from jaxtyping import Array, Float
 from ... import _checks
 from ..._custom_types import Key
 
+# pyright must see equinox's abstract class attributes as ClassVars, and only does when
+# the alias is made in this module (equinox's documented work-around, pyright#4965).
+if TYPE_CHECKING:
+    from typing import ClassVar as AbstractClassVar
+else:
+    from equinox import AbstractClassVar
+
 PROBES: tuple[str, ...] = ("rademacher", "gaussian")
 
 
 class AbstractTrace(eqx.Module):
     r"""How $\operatorname{tr}\,\partial f/\partial x$ is computed at one example.
 
-    `probes(shape, key=..., dtype=...)` draws what the estimator needs for a batch of
+    `probes(shape, dtype=..., key=...)` draws what the estimator needs for a batch of
     shape `(batch, *event)` (or returns `None`); `estimate(f, x, probes)` returns
     `(f(x), traces, frobenius)` for one example: `traces` holds one estimate per probe
     (`(num_probes,)`) and `frobenius` the matching estimate of
@@ -32,10 +39,10 @@ class AbstractTrace(eqx.Module):
     """
 
     num_probes: eqx.AbstractVar[int]
-    needs_key: eqx.AbstractClassVar[bool]
+    needs_key: AbstractClassVar[bool]
 
     @abc.abstractmethod
-    def probes(self, shape: tuple[int, ...], *, key: Key | None, dtype) -> Array | None:
+    def probes(self, shape: tuple[int, ...], *, dtype, key: Key | None) -> Array | None:
         """Probes for a batch of `shape = (batch, *event)`, or `None`."""
 
     @abc.abstractmethod
@@ -51,10 +58,10 @@ class Exact(AbstractTrace):
     Right for small dimension; its cost grows linearly with the event size.
     """
 
-    num_probes: ClassVar[int] = 1
+    num_probes: int = eqx.field(static=True, default=1, init=False)
     needs_key: ClassVar[bool] = False
 
-    def probes(self, shape, *, key=None, dtype=None):
+    def probes(self, shape, *, dtype=None, key=None):
         return None
 
     def estimate(self, f, x, probes):
@@ -88,7 +95,7 @@ class Hutchinson(AbstractTrace):
         if self.probe not in PROBES:
             raise ValueError(f"`probe` must be one of {PROBES}, got {self.probe!r}.")
 
-    def probes(self, shape, *, key, dtype):
+    def probes(self, shape, *, dtype, key):
         if key is None:
             raise ValueError("`key` is required for a Hutchinson trace (it draws the probes).")
         full = (shape[0], self.num_probes, *shape[1:])
@@ -97,6 +104,7 @@ class Hutchinson(AbstractTrace):
         return jr.normal(key, full, dtype)
 
     def estimate(self, f, x, probes):
+        assert probes is not None  # drawn by `probes`, never None here
         fx, vjp = jax.vjp(f, x)
         (eps_jac,) = jax.vmap(vjp)(probes)
         axes = tuple(range(1, probes.ndim))

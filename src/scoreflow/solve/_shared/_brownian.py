@@ -31,12 +31,15 @@ class GridBrownianPath(dfx.AbstractBrownianPath):
     Args:
         ts: the grid (any monotone order).
         shape: shape of the Brownian motion (that of the SDE's state).
-        key: PRNG key.
         dtype: floating dtype (default: JAX's default float).
         levy_area: `diffrax.BrownianIncrement` or `diffrax.SpaceTimeLevyArea`.
+        key: PRNG key.
     """
 
     grid: Float[Array, " n"]
+    # Fields, as in diffrax's own paths (which declares them abstract in `AbstractPath`).
+    t0: Float[Array, ""]  # pyright: ignore[reportIncompatibleVariableOverride]
+    t1: Float[Array, ""]  # pyright: ignore[reportIncompatibleVariableOverride]
     shape: tuple[int, ...] = eqx.field(static=True)
     key: Key
     dtype: jnp.dtype = eqx.field(static=True)
@@ -47,12 +50,14 @@ class GridBrownianPath(dfx.AbstractBrownianPath):
         ts,
         shape: tuple[int, ...],
         *,
-        key: Key,
         dtype=None,
         levy_area: type = dfx.BrownianIncrement,
+        key: Key,
     ):
         ts = jnp.asarray(ts)
         self.grid = jnp.sort(ts)
+        self.t0 = self.grid[0]  # pyright: ignore[reportIncompatibleVariableOverride]
+        self.t1 = self.grid[-1]  # pyright: ignore[reportIncompatibleVariableOverride]
         self.shape = tuple(shape)
         self.key = key
         self.dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
@@ -62,14 +67,6 @@ class GridBrownianPath(dfx.AbstractBrownianPath):
                 f"diffrax.SpaceTimeLevyArea, got {levy_area}."
             )
         self.levy_area = levy_area
-
-    @property
-    def t0(self):
-        return self.grid[0]
-
-    @property
-    def t1(self):
-        return self.grid[-1]
 
     def _normals(self, i, which):
         return jr.normal(jr.fold_in(jr.fold_in(self.key, i), which), self.shape, self.dtype)

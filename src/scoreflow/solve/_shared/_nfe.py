@@ -1,20 +1,29 @@
 """Counting network evaluations: what each solver costs per step."""
 
+from typing import TYPE_CHECKING
+
 import diffrax as dfx
-import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Int
+
+# pyright must see equinox's abstract class attributes as ClassVars, and only does when
+# the alias is made in this module (equinox's documented work-around, pyright#4965).
+if TYPE_CHECKING:
+    from typing import ClassVar as AbstractClassVar
+else:
+    from equinox import AbstractClassVar
 
 
 class AbstractCountedSolver(dfx.AbstractSolver):
     """A diffrax solver that states its network evaluations.
 
     `evals_per_step = (per step, once at the start)`: a class attribute, or a property
-    when it depends on the instance (`None` where it depends on an unknown solver). A subclass that does not set it cannot be
-    instantiated, so a forgotten count fails at once instead of reporting `nfe = -1`.
+    when it depends on the instance (`None` where that depends on a solver of unknown
+    cost). A subclass that does not set it cannot be instantiated, so a forgotten count
+    fails at once instead of reporting `nfe = -1`.
     """
 
-    evals_per_step: eqx.AbstractClassVar[tuple[int, int] | None]
+    evals_per_step: AbstractClassVar[tuple[int, int] | None]
 
 
 def evals_per_step(solver: dfx.AbstractSolver) -> tuple[int, int] | None:

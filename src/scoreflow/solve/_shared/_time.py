@@ -6,11 +6,12 @@ import jax.numpy as jnp
 # diffrax has no public name for the wrapper it puts around every term of a solve
 # whose time decreases; `tests/test_solvers.py` pins this import.
 from diffrax._term import WrapTerm
+from jaxtyping import Array
 
 from ...sde import AbstractModelTerm
 
 
-def real_time(term: dfx.AbstractTerm, t0, t1):
+def real_time(term: dfx.AbstractTerm, t0, t1) -> tuple[dfx.AbstractTerm, Array, Array]:
     r"""The term inside diffrax's time-reversal wrapper, and the real times.
 
     diffrax integrates a decreasing time interval as increasing $-t$, wrapping every
@@ -20,10 +21,10 @@ def real_time(term: dfx.AbstractTerm, t0, t1):
     if isinstance(term, WrapTerm):
         flip = term.direction != 1
         return term.term, jnp.where(flip, -t0, t0), jnp.where(flip, -t1, t1)
-    return term, t0, t1
+    return term, jnp.asarray(t0), jnp.asarray(t1)
 
 
-def model_term(terms, t0, t1) -> tuple[AbstractModelTerm, object, object]:
+def model_term(terms, t0, t1) -> tuple[AbstractModelTerm, Array, Array]:
     """The scoreflow drift term of `terms` (an ODE term, or the first of a `MultiTerm`).
 
     Returns the term and the real times.

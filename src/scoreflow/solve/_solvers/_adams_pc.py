@@ -3,7 +3,7 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from ... import _checks
-from .._shared._time import real_time
+from .._shared._time import model_term
 from ._base import AbstractDiffusionSolver, schedule
 from ._exponential import combine, exponential_weights_by_order
 
@@ -66,7 +66,7 @@ class ExponentialAdamsPC(AbstractDiffusionSolver, dfx.AbstractAdaptiveSolver):
     def init(self, terms, t0, t1, y0, args):
         k = self.order_
         dtype = y0.dtype
-        term, t0, t1 = real_time(terms, t0, t1)
+        term, t0, t1 = model_term(terms, t0, t1)
         _, _, l0 = schedule(term.sde, t0, dtype)
         d0 = term.denoise(t0, y0)
         hist_d = jnp.zeros((k,) + y0.shape, dtype).at[0].set(d0)
@@ -77,7 +77,7 @@ class ExponentialAdamsPC(AbstractDiffusionSolver, dfx.AbstractAdaptiveSolver):
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del made_jump
         hist_d, hist_l, count, _ = solver_state
-        term, t0, t1 = real_time(terms, t0, t1)
+        term, t0, t1 = model_term(terms, t0, t1)
         k = self.order_
         dtype = y0.dtype
         _, s0, l0 = schedule(term.sde, t0, dtype)

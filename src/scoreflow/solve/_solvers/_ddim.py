@@ -3,7 +3,7 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from ... import _checks
-from .._shared._time import real_time
+from .._shared._time import model_term
 from ._base import (
     AbstractDiffusionSolver,
     AbstractStochasticDiffusionSolver,
@@ -57,7 +57,7 @@ class DDIM(AbstractDiffusionSolver):
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del solver_state, made_jump
-        term, t0, t1 = real_time(terms, t0, t1)
+        term, t0, t1 = model_term(terms, t0, t1)
         x0 = term.denoise(t0, y0)
         y1 = ddim_update(term.sde, t0, t1, y0, x0, 0.0, None)
         return y1, None, dict(y0=y0, y1=y1), None, dfx.RESULTS.successful
@@ -97,9 +97,8 @@ class StochasticDDIM(AbstractStochasticDiffusionSolver):
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del solver_state, made_jump
-        drift, noise = terms.terms
-        z = standard_normal(noise, t0, t1, y0.dtype)
-        term, t0, t1 = real_time(drift, t0, t1)
+        z = standard_normal(terms.terms[1], t0, t1, y0.dtype)
+        term, t0, t1 = model_term(terms, t0, t1)
         x0 = term.denoise(t0, y0)
         y1 = ddim_update(term.sde, t0, t1, y0, x0, self.eta, z)
         return y1, None, dict(y0=y0, y1=y1), None, dfx.RESULTS.successful

@@ -3,7 +3,7 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from ... import _checks
-from .._shared._time import real_time
+from .._shared._time import model_term
 from ._base import AbstractDiffusionSolver, schedule
 from ._exponential import exponential_weights
 
@@ -67,7 +67,7 @@ class DPMSolverPP(AbstractDiffusionSolver):
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del made_jump
         prev_d, prev_l, count = solver_state
-        term, t0, t1 = real_time(terms, t0, t1)
+        term, t0, t1 = model_term(terms, t0, t1)
         dtype = y0.dtype
         a0, s0, l0 = schedule(term.sde, t0, dtype)
         a1, s1, l1 = schedule(term.sde, t1, dtype)

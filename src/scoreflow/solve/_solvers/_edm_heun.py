@@ -3,7 +3,7 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from ... import _checks
-from .._shared._time import real_time
+from .._shared._time import model_term
 from ._base import (
     AbstractDiffusionSolver,
     AbstractStochasticDiffusionSolver,
@@ -45,7 +45,7 @@ class EDMHeun(AbstractDiffusionSolver):
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del solver_state, made_jump
         dtype = y0.dtype
-        term, t0, t1 = real_time(terms, t0, t1)
+        term, t0, t1 = model_term(terms, t0, t1)
         a0, _, l0 = schedule(term.sde, t0, dtype)
         a1, _, l1 = schedule(term.sde, t1, dtype)
         y1 = _heun_step(term, t0, t1, y0 / a0, jnp.exp(-l0), a0, a1, jnp.exp(-l1))
@@ -93,9 +93,8 @@ class StochasticEDMHeun(AbstractStochasticDiffusionSolver):
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del solver_state, made_jump
         dtype = y0.dtype
-        drift, noise = terms.terms
-        z = standard_normal(noise, t0, t1, dtype)
-        term, t0, t1 = real_time(drift, t0, t1)
+        z = standard_normal(terms.terms[1], t0, t1, dtype)
+        term, t0, t1 = model_term(terms, t0, t1)
         sde = term.sde
         a0, _, l0 = schedule(sde, t0, dtype)
         a1, _, l1 = schedule(sde, t1, dtype)

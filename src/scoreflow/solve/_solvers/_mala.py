@@ -49,9 +49,13 @@ class MALA(AbstractCountedSolver, dfx.AbstractItoSolver):
     log_prob: Callable[[Array], Array]
     key: PRNGKeyArray
 
+    def __init__(self, log_prob: Callable[[Array], Array], *, key: PRNGKeyArray):
+        self.log_prob = log_prob
+        self.key = key
+
     term_structure: ClassVar = dfx.MultiTerm[tuple[dfx.AbstractTerm, dfx.AbstractTerm]]
     # A log-density and a drift per step, and both once at the start.
-    evals_per_step: ClassVar[tuple[int, int]] = (2, 2)
+    evals_per_step: ClassVar[tuple[int, int] | None] = (2, 2)
     interpolation_cls: ClassVar = dfx.LocalLinearInterpolation
 
     def order(self, terms):

@@ -70,7 +70,7 @@ class LangevinCorrector(eqx.Module):
 
         def one(j, x):
             jt = j.astype(x.dtype)
-            z = path.evaluate(jt, jt + 1)
+            z = jnp.asarray(path.evaluate(jt, jt + 1))
             drift = terms.terms[0].vf(t, x, None)  # s / 2
             ratio = self.snr * jnp.mean(_norms(z)) / jnp.mean(_norms(2 * drift))
             h = 4 * a * ratio**2
@@ -107,7 +107,8 @@ class PredictorCorrector(AbstractCountedSolver, dfx.AbstractItoSolver):
 
     Args:
         predictor: a diffrax solver for the terms passed to `diffeqsolve`.
-        corrector: a `LangevinCorrector`.
+        corrector: a `LangevinCorrector` (default `LangevinCorrector()`: one step at
+            signal-to-noise ratio 0.16).
         key: PRNG key of the corrector noise.
     """
 
@@ -115,16 +116,28 @@ class PredictorCorrector(AbstractCountedSolver, dfx.AbstractItoSolver):
     corrector: LangevinCorrector
     key: PRNGKeyArray
 
+    def __init__(
+        self,
+        predictor: dfx.AbstractSolver,
+        corrector: LangevinCorrector | None = None,
+        *,
+        key: PRNGKeyArray,
+    ):
+        self.predictor = predictor
+        self.corrector = LangevinCorrector() if corrector is None else corrector
+        self.key = key
+
+    # Taken from the predictor, as diffrax's own wrapper solvers (`HalfSolver`) do.
     @property
-    def term_structure(self):
+    def term_structure(self):  # pyright: ignore[reportIncompatibleVariableOverride]
         return self.predictor.term_structure
 
     @property
-    def interpolation_cls(self):  # pyright: ignore[reportIncompatibleVariableOverride]
+    def interpolation_cls(self):  # pyright: ignore[reportIncompatibleMethodOverride]
         return dfx.LocalLinearInterpolation
 
     @property
-    def term_compatible_contr_kwargs(self):
+    def term_compatible_contr_kwargs(self):  # pyright: ignore[reportIncompatibleVariableOverride]
         return self.predictor.term_compatible_contr_kwargs
 
     @property
