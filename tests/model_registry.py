@@ -32,6 +32,8 @@ class ModelCase:
         quadrature: `(low, high, points per axis)` of the grid on which an exact
             density must integrate to one.
         lr: learning rate of the few optimiser steps that must lower the loss.
+        frozen: `model -> pytree` of what training must leave bit-for-bit alone (the
+            schedule, a noise ladder, a fixed standardisation).
     """
 
     build: Callable
@@ -39,6 +41,7 @@ class ModelCase:
     log_prob_options: dict = dataclasses.field(default_factory=dict)
     quadrature: tuple[float, float, int] = (-6.0, 6.0, 41)
     lr: float = 1e-2
+    frozen: Callable = lambda model: None
 
 
 def _randomise_last(net, key, scale=0.3):
@@ -112,16 +115,22 @@ MODELS: dict[str, ModelCase] = {
         _score_sde,
         sample_options=dict(grid=sf.solve.UniformGrid(4)),
         log_prob_options=dict(rtol=1e-6, atol=1e-6),
-        quadrature=(-10.0, 10.0, 101),
+        frozen=lambda m: m.sde,
     ),
     "ddpm": ModelCase(
         _ddpm,
         sample_options=dict(num_steps=5),
         log_prob_options=dict(rtol=1e-6, atol=1e-6),
+        quadrature=(-8.0, 8.0, 33),
+        frozen=lambda m: m.sde,
     ),
-    "ncsn": ModelCase(_ncsn, sample_options=dict(steps_per_level=2, step_size=1e-3)),
+    "ncsn": ModelCase(
+        _ncsn,
+        sample_options=dict(steps_per_level=2, step_size=1e-3),
+        frozen=lambda m: (m.sigmas, m.sde),
+    ),
     "realnvp": ModelCase(_realnvp, quadrature=(-8.0, 8.0, 81)),
-    "ffjord": ModelCase(_ffjord),
+    "ffjord": ModelCase(_ffjord, frozen=lambda m: m.flow.bijection.bijections[1]),
 }
 
 

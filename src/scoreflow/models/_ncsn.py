@@ -1,6 +1,7 @@
 from collections.abc import Callable
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -64,7 +65,8 @@ class NCSN(AbstractGenerativeModel, AbstractPrediction):
 
     def __call__(self, t, x: Float[Array, "..."]) -> Float[Array, "..."]:
         r"""$s_\theta(\sigma_t, x)$ at one example."""
-        sigma = self.sde.marginal(t)[1].astype(x.dtype)
+        # The ladder is a hyperparameter: no gradient may reach (and so train) it.
+        sigma = jax.lax.stop_gradient(self.sde.marginal(t)[1]).astype(x.dtype)
         return self.network(sigma, x)
 
     def loss(self, x: Float[Array, "batch ..."], *, key: Key) -> Scalar:
