@@ -4,8 +4,9 @@ DDPM's DDIM sampler (eta = 0) with the exact eps of a Gaussian N(mu, diag v) is 
 map of the prior draw: per step x0_hat = mu + k (x - a_t mu), k = a_t v / (a_t^2 v + s_t^2),
 and x_s = a_s x0_hat + s_s (x - a_t x0_hat) / s_t (Song, Meng & Ermon 2021, eq. 12). This
 script composes that map in closed form (from the betas, in NumPy, float64) and compares
-it with `scoreflow.models.DDPM.sample(method="ddim")` on the same prior draws, and both
-with the data's variance (the sampler ends with the final denoise E[x0 | x]).
+it with `scoreflow.solve.DDIM()` (the sampler of `scoreflow.models.DDPM.sample(method="ode")`)
+on the same prior draws, and both with the data's variance (the sampler ends with the
+final denoise E[x0 | x]).
 
     python benchmarks/ddim_gaussian.py
 """
@@ -19,7 +20,7 @@ import jax.random as jr  # noqa: E402
 import numpy as np  # noqa: E402
 
 import scoreflow as sf  # noqa: E402
-from scoreflow import models, solve  # noqa: E402
+from scoreflow import solve  # noqa: E402
 
 
 def closed_form(ab, idx, mu, v):
@@ -44,19 +45,17 @@ def closed_form(ab, idx, mu, v):
 def main():
     mu, v = np.array([1.0, -1.0]), np.array([0.3, 0.5])
     N = 100
-    betas = models.linear_betas(N, 1e-3, 0.2)
+    betas = sf.sde.linear_betas(N, 1e-3, 0.2)
     ab = np.cumprod(1 - np.asarray(betas, np.float64))
     gauss = sf.Gaussian(jnp.asarray(mu), jnp.asarray(v))
-    sde = models.DiscreteVPSDE(betas)
-    eps = gauss.noised(sde).eps
+    sde = sf.sde.DiscreteVPSDE(betas)
+    model = gauss.noised(sde, "eps")  # the exact eps as the model's own output
     z = jr.normal(jr.key(0), (20000, 2), jnp.float64)
     print("steps | max |sampler - closed form| | output var / data var (closed form) | 1 - ratio")
     for n in (10, 20, 50, 100):
         idx = np.unique(np.round(np.linspace(N, 1, n + 1)).astype(int))[::-1]
         grid = solve.CustomGrid(jnp.asarray(idx / N))
-        y = solve.solve_probability_flow(
-            sde, eps, z, parameterisation="eps", grid=grid, solver=solve.DDIM()
-        ).samples
+        y = solve.solve_probability_flow(sde, model, z, grid=grid, solver=solve.DDIM()).samples
         A, b = closed_form(ab, idx, mu, v)
         err = float(jnp.max(jnp.abs(y - (A[None, :] * z + b[None, :]))))
         r = A**2 / v

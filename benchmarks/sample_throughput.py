@@ -22,7 +22,6 @@ import jax.random as jr
 import numpy as np
 
 import scoreflow as sf
-from scoreflow.solve._sample import _Batched
 
 N, D, STEPS = 4096, 2, 20
 
@@ -50,8 +49,12 @@ def timed(fn, *args, repeats):
 
 def main(repeats):
     sde = sf.VPSDE()
-    score = ring().noised(sde).score
-    batched = _Batched(score)
+    model = ring().noised(sde)  # the exact score, a prediction of the noisy data
+
+    def batched(t, x):
+        # The exact score of a batch, read as the samplers read it (vmapped per example).
+        return jax.vmap(model.score, in_axes=(None, 0))(t, x)
+
     grid = sf.solve.KarrasGrid(STEPS)
     ts = grid.times(sde).astype(jnp.float32)
     key = jr.key(0)
@@ -70,7 +73,7 @@ def main(repeats):
         def f(key):
             return sf.sample(
                 sde,
-                score,
+                model,
                 (N, D),
                 solver=solver,
                 grid=grid,
@@ -111,10 +114,10 @@ def main(repeats):
     def rsde(path_kind):
         def f(key):
             k1, k2 = jr.split(key)
-            x_T = sde.prior_sample((N, D), key=k1, dtype=jnp.float32)
+            y0 = sde.prior_sample((N, D), key=k1, dtype=jnp.float32)
             if path_kind == "grid":
                 return sf.solve.solve_reverse_sde(
-                    sde, score, x_T, grid=grid, key=k2, denoise=False
+                    sde, model, y0, grid=grid, key=k2, denoise=False
                 ).samples
             if path_kind == "tree":
                 path = dfx.VirtualBrownianTree(
@@ -124,7 +127,7 @@ def main(repeats):
                 path = dfx.UnsafeBrownianPath(
                     shape=jax.ShapeDtypeStruct((N, D), jnp.float32), key=k2
                 )
-            terms = sf.sde.reverse_sde_terms(sde, batched, path)
+            terms = sf.sde.reverse_sde_terms(sde, model, path)
             adjoint = (
                 dfx.ForwardMode() if path_kind == "unsafe" else dfx.RecursiveCheckpointAdjoint()
             )
@@ -134,7 +137,7 @@ def main(repeats):
                 ts[0],
                 ts[-1],
                 None,
-                x_T,
+                y0,
                 stepsize_controller=dfx.StepTo(ts),
                 max_steps=STEPS,
                 adjoint=adjoint,

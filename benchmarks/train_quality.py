@@ -10,7 +10,7 @@ likelihood with uniform dequantisation, and a grid of samples per model.
 
     python benchmarks/train_quality.py [--ring-steps 8000] [--digits-steps 3000] [--quick]
 
-Writes benchmarks/train_quality.json and PNGs next to this file.
+Writes train_quality{suffix}.json and PNGs next to this file (or in `--out-dir`).
 """
 
 import argparse
@@ -25,7 +25,7 @@ import jax.random as jr
 import numpy as np
 
 import scoreflow as sf
-from scoreflow import data, models, nn, train
+from scoreflow import data, losses, metrics, models, nn, train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 F32 = jnp.float32
@@ -40,7 +40,9 @@ def fit(model, x, steps, batch, lr, key):
         batch_size=batch,
         optimizer=train.default_optimizer(lr, num_steps=steps, warmup_steps=200),
         ema_decay=0.999,
-        steps_per_chunk=250,
+        # Never a longer chunk than the run: fit computes a whole chunk (its steps past
+        # the end are no-ops), which made --quick's 50 digits steps cost 250.
+        steps_per_chunk=min(250, steps),
         progress=False,
         key=key,
     )
@@ -101,18 +103,18 @@ def ring(args):
         if name.split()[-1].lower() not in args.models:
             continue
         if name.endswith("VP"):
-            m = models.ScoreSDE(vp, mlp(), parameterisation="eps")
+            m = models.ScoreSDE(vp, mlp(), parameterisation="eps", event_shape=(2,))
         else:
             net = nn.TimeMLP((2,), width=args.width, depth=3, embedding_scale=4.0, key=jr.key(2))
             m = models.ScoreSDE(
                 ve,
                 nn.EDMPrecond(ve, net, sigma_data=sigma_data),
                 parameterisation="x0",
-                weighting="edm",
-                sigma_data=sigma_data,
+                event_shape=(2,),
+                weighting=losses.EDMWeighting(sigma_data),
             )
         m, train_s, loss = fit(m, x, steps, args.batch, args.lr, jr.key(3))
-        s = m.sample((args.num_samples, 2), key=jr.key(4), **heun)
+        s = m.sample(args.num_samples, key=jr.key(4), **heun)
         row = {
             "train_s": train_s,
             "steps": steps,
@@ -128,28 +130,30 @@ def ring(args):
         ring_ddpm(args, mix, x, x_test, mlp, out, pics)
     if "ncsn" in args.models:
         ring_ncsn(args, mix, x, mlp, out, pics)
-    _plot_ring(mix, pics, os.path.join(HERE, f"train_quality_ring{args.suffix}.png"))
+    _plot_ring(mix, pics, os.path.join(args.out_dir, f"train_quality_ring{args.suffix}.png"))
     return out
 
 
 def ring_ddpm(args, mix, x, x_test, mlp, out, pics):
-    ddpm = models.DDPM(mlp(), models.linear_betas(1000))
+    ddpm = models.DDPM(mlp(), event_shape=(2,), betas=sf.sde.linear_betas(1000))
     ddpm, train_s, loss = fit(ddpm, x, args.ring_steps, args.batch, args.lr, jr.key(3))
-    s = ddpm.sample((args.num_samples, 2), key=jr.key(4), dtype=F32)
-    as_sde = models.ScoreSDE(ddpm.sde, ddpm.network, parameterisation="eps")
+    s = ddpm.sample(args.num_samples, method="sde", key=jr.key(4), dtype=F32)
     row = {"train_s": train_s, "final_loss": loss, "sampler": "ancestral, 1000 steps"}
-    row.update(kl(mix, lambda c: as_sde.log_prob(c, rtol=1e-5, atol=1e-5), x_test))
+    # The exact likelihood of DDPM's probability-flow ODE (its embedded DiscreteVPSDE).
+    row.update(kl(mix, lambda c: ddpm.log_prob(c, rtol=1e-5, atol=1e-5), x_test))
     row.update(sample_quality(mix, s, jr.key(5)))
     out["DDPM"], pics["DDPM"] = row, s
     print("DDPM", row, flush=True)
 
 
 def ring_ncsn(args, mix, x, mlp, out, pics):
-    ncsn = models.NCSN(nn.ScaledScore(mlp(log_noise=True)), models.geometric_sigmas(10.0, 0.01, 10))
-    ncsn, train_s, loss = fit(ncsn, x, args.ring_steps, args.batch, args.lr, jr.key(3))
-    s = ncsn.sample(
-        (args.num_samples, 2), steps_per_level=100, step_size=5e-5, dtype=F32, key=jr.key(4)
+    ncsn = models.NCSN(
+        nn.ScaledScore(mlp(log_noise=True)),
+        event_shape=(2,),
+        sigmas=models.geometric_sigmas(10.0, 0.01, 10),
     )
+    ncsn, train_s, loss = fit(ncsn, x, args.ring_steps, args.batch, args.lr, jr.key(3))
+    s = ncsn.sample(args.num_samples, steps_per_level=100, step_size=5e-5, dtype=F32, key=jr.key(4))
     row = {
         "train_s": train_s,
         "final_loss": loss,
@@ -162,9 +166,11 @@ def ring_ncsn(args, mix, x, mlp, out, pics):
 
 def digits(args):
     xtr = data.digits("train", dtype=F32)
-    xte = data.digits("test", dtype=F32)[: args.num_test_digits]
+    # The integer pixels of the test images: `metrics.bits_per_dim` dequantises them.
+    xte_raw = data.digits_raw("test")[: args.num_test_digits]
     out, grids = {}, {}
-    shape = (64, 1, 8, 8)
+    num_grid = 64
+    event = (1, 8, 8)
 
     def unet(log_noise=False):
         return nn.UNet(
@@ -179,26 +185,30 @@ def digits(args):
         return fit(model, xtr, args.digits_steps, args.digits_batch, 2e-3, jr.key(7))
 
     def bpd(model):
-        # Uniform dequantisation of the test images' bins, then the probability-flow
-        # likelihood with K Hutchinson probes held fixed for the solve.
-        k_deq, k_probe = jr.split(jr.key(8))
-        u = jr.uniform(k_deq, xte.shape, F32) - 0.5
-        deq = (xte + u * 2 / data.DIGITS_LEVELS).astype(F32)
+        # Uniform dequantisation of the test images' integer pixels into [-1, 1), then
+        # the probability-flow likelihood with K Hutchinson probes held fixed for the
+        # solve. bits_per_dim splits jr.key(8) into (dequantisation, probes) keys, as
+        # this script did, and draws the same uniforms.
+        def log_prob(y, *, key):
+            return model.log_prob(
+                y, rtol=1e-4, atol=1e-4, trace=sf.solve.Hutchinson(args.probes), key=key
+            )
+
         t0 = time.perf_counter()
-        lp = model.log_prob(
-            deq,
-            rtol=1e-4,
-            atol=1e-4,
-            trace="hutchinson",
-            num_probes=args.probes,
-            key=k_probe,
+        res = metrics.bits_per_dim(
+            log_prob,
+            xte_raw,
+            levels=data.DIGITS_LEVELS,
+            data_range=(-1.0, 1.0),
+            dtype=F32,
+            key=jr.key(8),
         )
-        b = np.asarray(data.digits_bits_per_dim(lp))
+        b = np.asarray(res.bits_per_dim)
         return {
             "test_bpd": float(b.mean()),
             "bpd_se": float(b.std(ddof=1) / np.sqrt(b.size)),
             "loglik_s": time.perf_counter() - t0,
-            "num_test": int(xte.shape[0]),
+            "num_test": int(xte_raw.shape[0]),
             "hutchinson_probes": args.probes,
         }
 
@@ -208,49 +218,55 @@ def digits(args):
         return x, time.perf_counter() - t0
 
     common = {"steps": args.digits_steps, "batch": args.digits_batch, "base": args.base}
-    png = os.path.join(HERE, f"train_quality_digits{args.suffix}.png")
+    png = os.path.join(args.out_dir, f"train_quality_digits{args.suffix}.png")
 
     def done(name, row):
         # Written after every model, so that a run cut short keeps what it measured.
         out[name] = row
         print("digits", name, row, flush=True)
-        with open(os.path.join(HERE, f"train_quality_digits{args.suffix}.json"), "w") as f:
+        with open(os.path.join(args.out_dir, f"train_quality_digits{args.suffix}.json"), "w") as f:
             json.dump(out, f, indent=1)
         _plot_grids({**grids, "data (test)": data.digits("test", dtype=F32)[:64]}, png)
 
     if "vp" in args.digit_models:
-        m = models.ScoreSDE(sf.VPSDE(t_min=1e-5), unet(), parameterisation="eps")
+        m = models.ScoreSDE(sf.VPSDE(t_min=1e-5), unet(), parameterisation="eps", event_shape=event)
         m, train_s, loss = train(m)
         row = {**common, "train_s": train_s, "final_loss": loss}
         row.update(bpd(m))
         grids["ScoreSDE VP (PF-ODE)"], row["sample_s"] = timed(
             lambda: m.sample(
-                shape, key=jr.key(9), solver=dfx.Heun(), grid=sf.solve.KarrasGrid(32), dtype=F32
+                num_grid,
+                key=jr.key(9),
+                solver=dfx.Heun(),
+                grid=sf.solve.KarrasGrid(32),
+                dtype=F32,
             )
         )
         row["sampler"] = "PF-ODE Heun, Karras 32 steps"
         done("ScoreSDE VP", row)
 
     if "ddpm" in args.digit_models:
-        ddpm = models.DDPM(unet(), models.linear_betas(1000))
+        ddpm = models.DDPM(unet(), event_shape=event, betas=sf.sde.linear_betas(1000))
         ddpm, train_s, loss = train(ddpm)
         row = {**common, "train_s": train_s, "final_loss": loss}
-        row.update(bpd(models.ScoreSDE(ddpm.sde, ddpm.network, parameterisation="eps")))
+        row.update(bpd(ddpm))  # its probability-flow likelihood
         grids["DDPM (ancestral)"], row["sample_s"] = timed(
-            lambda: ddpm.sample(shape, key=jr.key(9), dtype=F32)
+            lambda: ddpm.sample(num_grid, method="sde", key=jr.key(9), dtype=F32)
         )
         row["sampler"] = "ancestral, 1000 steps"
         done("DDPM", row)
 
     if "ncsn" in args.digit_models:
         ncsn = models.NCSN(
-            nn.ScaledScore(unet(log_noise=True)), models.geometric_sigmas(5.0, 0.01, 10)
+            nn.ScaledScore(unet(log_noise=True)),
+            event_shape=event,
+            sigmas=models.geometric_sigmas(5.0, 0.01, 10),
         )
         ncsn, train_s, loss = train(ncsn)
         row = {**common, "train_s": train_s, "final_loss": loss}
         grids["NCSN (annealed Langevin)"], row["sample_s"] = timed(
             lambda: ncsn.sample(
-                shape, steps_per_level=100, step_size=5e-6, dtype=F32, key=jr.key(9)
+                num_grid, steps_per_level=100, step_size=5e-6, dtype=F32, key=jr.key(9)
             )
         )
         row["sampler"] = "annealed Langevin, 10 x 100 steps, eps 5e-6, final denoise"
@@ -317,6 +333,7 @@ def main():
     p.add_argument("--only", choices=["ring", "digits"], default=None)
     p.add_argument("--models", default="vp,ve,ddpm,ncsn", help="ring models to run")
     p.add_argument("--suffix", default="", help="suffix of the output files")
+    p.add_argument("--out-dir", default=HERE, help="where the JSON files and PNGs are written")
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     a = p.parse_args()
     if a.quick:
@@ -330,13 +347,14 @@ def main():
     a.ve_steps = a.ring_steps if a.ve_steps is None else a.ve_steps
     a.models = a.models.split(",")
     a.digit_models = a.digit_models.split(",")
+    os.makedirs(a.out_dir, exist_ok=True)
     results = {"args": vars(a), "backend": jax.default_backend()}
     if a.only in (None, "ring"):
         results["ring"] = ring(a)
     if a.only in (None, "digits"):
         results["digits"] = digits(a)
     suffix = "_quick" if a.quick else a.suffix
-    with open(os.path.join(HERE, f"train_quality{suffix}.json"), "w") as f:
+    with open(os.path.join(a.out_dir, f"train_quality{suffix}.json"), "w") as f:
         json.dump(results, f, indent=1)
 
 

@@ -17,7 +17,7 @@ import jax.random as jr
 import numpy as np
 
 import scoreflow as sf
-from scoreflow import data, models, nn, train
+from scoreflow import data, losses, models, nn, train
 
 F32 = jnp.float32
 variant = sys.argv[1]
@@ -28,7 +28,7 @@ x_val = mix.sample(1000, key=jr.key(100))
 tm = float(sys.argv[3]) if len(sys.argv) > 3 else 1e-5
 sde = sf.VESDE(sigma_min=0.01, sigma_max=20.0, t_min=tm)
 sd = float(jnp.std(x))
-kw = {}
+EVENT = dict(event_shape=(2,))
 
 
 def edm_net():
@@ -41,23 +41,35 @@ def edm_net():
 
 if variant == "edm":
     net = edm_net()
-    m = models.ScoreSDE(sde, net, parameterisation="x0", weighting="edm", sigma_data=sd)
+    m = models.ScoreSDE(sde, net, parameterisation="x0", weighting=losses.EDMWeighting(sd), **EVENT)
 elif variant == "edm_s2":
     net = edm_net()
-    m = models.ScoreSDE(sde, net, parameterisation="x0", weighting="sigma2")
+    m = models.ScoreSDE(
+        sde, net, parameterisation="x0", weighting=losses.SigmaSquaredWeighting(), **EVENT
+    )
 elif variant == "edm_lik":
     net = edm_net()
     m = models.ScoreSDE(
-        sde, net, parameterisation="x0", weighting="likelihood", time_sampling="importance"
+        sde,
+        net,
+        parameterisation="x0",
+        weighting=losses.LikelihoodWeighting(),
+        time_sampling=losses.LogSNRUniformTime(),
+        **EVENT,
     )
 elif variant == "edm_ln":
     net = edm_net()
     m = models.ScoreSDE(
-        sde, net, parameterisation="x0", weighting="edm", sigma_data=sd, time_sampling="lognormal"
+        sde,
+        net,
+        parameterisation="x0",
+        weighting=losses.EDMWeighting(sd),
+        time_sampling=losses.LogNormalTime(),
+        **EVENT,
     )
 elif variant == "vp":
     net = nn.TimeMLP((2,), width=128, depth=3, key=jr.key(2))
-    m = models.ScoreSDE(sf.VPSDE(t_min=1e-5), net, parameterisation="eps")
+    m = models.ScoreSDE(sf.VPSDE(t_min=1e-5), net, parameterisation="eps", **EVENT)
 elif variant == "base":
     net = nn.TimeMLP(
         (2,),
@@ -67,7 +79,9 @@ elif variant == "base":
         embedding_scale=1.0,
         key=jr.key(2),
     )
-    m = models.ScoreSDE(sde, net, parameterisation="eps")
+    m = models.ScoreSDE(sde, net, parameterisation="eps", **EVENT)
+else:
+    raise SystemExit(f"unknown VARIANT {variant!r}")
 t0 = time.perf_counter()
 res = train.fit(
     m,

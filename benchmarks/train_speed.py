@@ -8,7 +8,7 @@ optimiser eagerly and under `torch.compile`. Each run is a separate process so t
 peak memory (max RSS) is its own. Compilation / warm-up is timed apart from the steady
 state.
 
-    python benchmarks/train_speed.py [--steps 2000] [--batch 512] [--width 128]
+    python benchmarks/train_speed.py [--steps 2000] [--batch 512] [--width 128] [--out FILE]
 """
 
 import argparse
@@ -32,7 +32,7 @@ def run_scoreflow(steps, batch, width, depth):
     mix = sf.data.ring_mixture(jnp.float32)
     x = mix.sample(20000, key=jr.key(0))
     net = sf.nn.TimeMLP((2,), width=width, depth=depth, key=jr.key(1))
-    model = sf.ScoreSDE(sf.VPSDE(), net, parameterisation="eps")
+    model = sf.ScoreSDE(sf.VPSDE(), net, parameterisation="eps", event_shape=(2,))
     opt = sf.train.default_optimizer(1e-3)
     chunk = 250
     kw = dict(
@@ -145,6 +145,7 @@ def main():
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--child", default=None)
+    p.add_argument("--out", default=os.path.join(HERE, "train_speed.json"), help="JSON written")
     a = p.parse_args()
     if a.child:
         child(a.child, a.steps, a.batch, a.width, a.depth)
@@ -191,8 +192,9 @@ def main():
         )
     if "scoreflow" in rows:
         print(f"\nscoreflow / best PyTorch = {rows['scoreflow']['steps_per_s'] / best_peer:.2f}x")
-    with open(os.path.join(HERE, "train_speed.json"), "w") as f:
-        json.dump({"args": vars(a), "rows": rows}, f, indent=1)
+    args = {k: v for k, v in vars(a).items() if k != "out"}
+    with open(a.out, "w") as f:
+        json.dump({"args": args, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
