@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 
 import jax
 import jax.random as jr
@@ -35,3 +37,25 @@ def getkey():
 def pytest_collection_modifyitems(config, items):
     """Run the tutorials (the longest tests) first, so xdist balances them across workers."""
     items.sort(key=lambda item: 0 if "test_tutorials.py" in item.nodeid else 1)
+
+
+# One on-disk compilation cache for the whole run, shared by the xdist workers and the
+# tutorials' kernels: they compile many identical programs (parameter initialisers of the
+# same shapes, the same small ops), which then compile once instead of once per process.
+# A fresh directory per run, removed at the end: no result depends on an earlier run.
+_CACHE = "JAX_COMPILATION_CACHE_DIR"
+
+
+def pytest_configure(config):
+    if _CACHE not in os.environ:  # the controller (or a run without xdist)
+        config._scoreflow_cache = os.environ[_CACHE] = tempfile.mkdtemp(prefix="scoreflow-jax-")
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def pytest_unconfigure(config):
+    made = getattr(config, "_scoreflow_cache", None)
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
+        del os.environ[_CACHE]

@@ -55,16 +55,10 @@ def test_loss_gradient_and_training_steps(name):
         traces.append(None)
         return m.loss(x, key=k)
 
-    value = loss(model, x, key)
-    grads = eqx.filter_grad(lambda m: m.loss(x, key=key))(model)
-    leaves = jax.tree_util.tree_leaves(eqx.filter(grads, eqx.is_inexact_array))
-    assert np.isfinite(float(value))
-    assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
-    assert any(float(jnp.max(jnp.abs(g))) > 0 for g in leaves)
-    # jit agrees with eager, and vmap over keys with a loop.
-    assert_allclose(value, model.loss(x, key=key), rtol=1e-10)
+    assert np.isfinite(float(loss(model, x, key)))
+    # vmap over keys agrees with a loop.
     keys = jr.split(key, 3)
-    batched = eqx.filter_vmap(lambda k: model.loss(x, key=k))(keys)
+    batched = eqx.filter_jit(eqx.filter_vmap(lambda k: model.loss(x, key=k)))(keys)
     assert_allclose(batched, [loss(model, x, k) for k in keys], rtol=1e-9)
     # No recompilation when only values change: another model, another batch.
     loss(case.build(jr.key(4)), data(jr.key(5)), jr.key(6))
@@ -83,8 +77,11 @@ def test_loss_gradient_and_training_steps(name):
         progress=False,
         key=jr.key(8),
     )
-    before, after = res.losses[0], float(fixed(res.model, x, key=None))
+    # (So the gradient is finite and not zero: clipped NaNs would have stopped `fit`.)
+    before, after = res.losses[0], float(loss(res.model, x, jr.key(7)))
     assert after < before - 1e-3 * abs(before), (before, after)
+    # Training moves the parameters and nothing else.
+    assert tree_allclose(case.frozen(res.model), case.frozen(model), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -103,8 +100,14 @@ def test_sample_shape_rule(name):
     assert bool(jnp.all(jnp.isfinite(s)))
     draw(model, jr.key(3))
     assert len(traces) == 1
-    assert model.sample(key=jr.key(4), **case.sample_options).shape == model.event_shape
-    assert model.sample(5, key=jr.key(4), **case.sample_options).shape == (5, *model.event_shape)
+    # The other shapes by tracing alone (the values are those of the draw above).
+    shape = lambda *n: (
+        eqx.filter_eval_shape(
+            lambda m: m.sample(*n, key=jr.key(4), **case.sample_options), model
+        ).shape
+    )
+    assert shape() == model.event_shape
+    assert shape(5) == (5, *model.event_shape)
     with pytest.raises(ValueError, match="`sample_shape`"):
         model.sample(-1, key=jr.key(4), **case.sample_options)
 
@@ -122,7 +125,11 @@ def test_save_load_is_bit_exact(name):
     assert float(loaded.loss(x, key=jr.key(4))) == float(model.loss(x, key=jr.key(4)))
 
 
-@pytest.mark.parametrize("name", EXACT)
+# ScoreSDE's and DDPM's densities are the same probability-flow likelihood (checked
+# against exact densities in test_likelihood.py); the default run integrates DDPM's.
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "score_sde" else n for n in EXACT]
+)
 def test_exact_log_prob_integrates_to_one(name):
     # On a 2-d grid: the model's density sums to one (what every exact likelihood owes).
     case = MODELS[name]
@@ -133,9 +140,16 @@ def test_exact_log_prob_integrates_to_one(name):
     lp = eqx.filter_jit(lambda m, x: m.log_prob(x, **case.log_prob_options))(model, grid)
     total = float(jnp.sum(jnp.exp(lp))) * (g[1] - g[0]) ** 2
     assert_allclose(total, 1.0, atol=1e-2)
+
+
+@pytest.mark.slow  # one more compiled solve per model
+@pytest.mark.parametrize("name", EXACT)
+def test_exact_log_prob_vmaps_over_examples(name):
     # vmap over single examples agrees with the batch, up to the tolerance of adaptive
     # solves that take their own steps per example (a batch solve controls the error of
     # the batch as a whole).
+    case = MODELS[name]
+    model = case.build(jr.key(1))
     x = data(jr.key(2), 4)
     one = eqx.filter_vmap(lambda xi: model.log_prob(xi[None], **case.log_prob_options)[0])(x)
     assert_allclose(one, model.log_prob(x, **case.log_prob_options), rtol=0, atol=2e-2)
@@ -202,6 +216,7 @@ def test_score_sde_rejects_bad_choices():
         m.sample(2, method="langevin", key=jr.key(0))
 
 
+@pytest.mark.slow  # the samplers' and likelihood's own tests cover each half
 def test_score_sde_with_exact_score_samples_and_scores_the_mixture():
     # The model layer adds nothing to the solvers: with the exact score as its network it
     # reproduces the mixture (log-likelihood within solver error, samples in law).

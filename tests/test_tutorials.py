@@ -1,4 +1,5 @@
-"""Every tutorial runs, in a reduced size, so that none can rot."""
+"""Every tutorial runs, in a reduced size, so that none can rot (`pytest -m tutorial`; CI
+runs them after the default suite)."""
 
 import os
 import pathlib
@@ -6,6 +7,8 @@ import pathlib
 import jupytext
 import nbclient
 import pytest
+
+pytestmark = pytest.mark.tutorial
 
 TUTORIALS = sorted((pathlib.Path(__file__).parent.parent / "docs" / "tutorials").glob("*.md"))
 
