@@ -355,25 +355,11 @@ def test_predictor_corrector_takes_any_controller_and_reports_failures():
 def test_annealed_langevin_reports_the_real_result_code():
     # A level whose score is NaN fails its solve: with throw=False the record says so.
     nan_model = sf.Prediction(VE, lambda t, x: jnp.full_like(x, jnp.nan), "score")
-    res = sf.solve.annealed_langevin(
-        VE,
-        nan_model,
-        jnp.zeros((4, 2)),
-        ladder=LADDER[:3],
-        step_size=jnp.asarray(1e-3),
-        steps_per_level=2,
-        throw=False,
-        key=jr.key(0),
+    kw: dict[str, Any] = dict(
+        ladder=LADDER[:3], step_size=jnp.asarray(1e-3), steps_per_level=2, key=jr.key(0)
     )
-    ok = sf.solve.annealed_langevin(
-        VE,
-        _VE_MODEL,
-        jnp.zeros((4, 2)),
-        ladder=LADDER[:3],
-        step_size=jnp.asarray(1e-3),
-        steps_per_level=2,
-        key=jr.key(0),
-    )
+    res = sf.solve.annealed_langevin(VE, nan_model, jnp.zeros((4, 2)), throw=False, **kw)
+    ok = sf.solve.annealed_langevin(VE, _VE_MODEL, jnp.zeros((4, 2)), **kw)
     assert ok.result == dfx.RESULTS.successful
     assert res.result != dfx.RESULTS.successful
     assert res.stats["num_steps"].shape == (3,)
