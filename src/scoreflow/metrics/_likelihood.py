@@ -42,7 +42,12 @@ def kl_divergence(log_p: Float[ArrayLike, " n"], log_q: Float[ArrayLike, " n"]) 
             f"and {lq.shape}."
         )
     dtype = jnp.result_type(lp.dtype, lq.dtype, float)
-    lp, lq = lp.astype(dtype), lq.astype(dtype)
+    return _kl(lp.astype(dtype), lq.astype(dtype))
+
+
+@eqx.filter_jit
+def _kl(lp, lq):
+    dtype = lp.dtype
     lp = eqx.error_if(lp, ~jnp.all(jnp.isfinite(lp)), "`log_p` must be finite.")
     lq = eqx.error_if(
         lq,

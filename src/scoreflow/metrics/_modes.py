@@ -64,6 +64,11 @@ def mode_coverage(
         )
     _checks.positive(num_std, "num_std")
     _checks.positive_int(min_count, "min_count")
+    return _mode_coverage(x, mixture, float(num_std), min_count)
+
+
+@eqx.filter_jit
+def _mode_coverage(x, mixture, num_std, min_count):
     dtype = jnp.result_type(x.dtype, mixture.means.dtype)
     x = x.astype(dtype)
     means = mixture.means.astype(dtype)

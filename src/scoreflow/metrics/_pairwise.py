@@ -41,24 +41,26 @@ def reduce_rows(
     combine: Callable[[Array, Array], Array],
     *,
     block: int,
+    a_extra: tuple[Array, ...] = (),
     b_extra: tuple[Array, ...] = (),
 ) -> Array:
     """For every row of `a`, fold `tile` over the column blocks of `b`.
 
-    `tile(a_blk, b_blk, b_mask, *b_extra_blk)` returns a per-row partial result of shape
-    `(block, *init.shape)`, combined across column blocks with `combine`. Returns
+    `tile(a_blk, *a_extra_blk, b_blk, b_mask, *b_extra_blk)` returns a per-row partial
+    result of shape `(block, *init.shape)`, combined across column blocks with `combine`;
+    `a_extra` and `b_extra` are per-row arrays riding along with `a` and `b`. Returns
     `(len(a), *init.shape)`.
     """
-    a_blk, _ = blocks(a, block)
+    a_blk = (blocks(a, block)[0], *(blocks(e, block)[0] for e in a_extra))
     b_blk, b_mask = blocks(b, block)
     extra = tuple(blocks(e, block)[0] for e in b_extra)
 
-    def row(ab):
+    def row(rows):
         def col(acc, cols):
             bb, mb, *eb = cols
-            return combine(acc, tile(ab, bb, mb, *eb)), None
+            return combine(acc, tile(*rows, bb, mb, *eb)), None
 
-        acc0 = jnp.broadcast_to(init, (ab.shape[0], *init.shape))
+        acc0 = jnp.broadcast_to(init, (rows[0].shape[0], *init.shape))
         acc, _ = jax.lax.scan(col, acc0, (b_blk, b_mask, *extra))
         return acc
 
