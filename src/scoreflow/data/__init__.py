@@ -4,6 +4,7 @@ from ._arrays import Standardiser as Standardiser
 from ._arrays import load_array as load_array
 from ._digits import DIGITS_LEVELS as DIGITS_LEVELS
 from ._digits import digits as digits
+from ._digits import digits_labels as digits_labels
 from ._digits import digits_raw as digits_raw
 from ._digits import load_digits_raw as load_digits_raw
 from ._toys import TOYS as TOYS

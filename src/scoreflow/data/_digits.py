@@ -45,6 +45,26 @@ def digits_raw(split: str = "train", *, test_fraction: float = 0.2) -> Int[Array
     return jnp.asarray(images[idx[split]][:, None])
 
 
+def digits_labels(split: str = "train", *, test_fraction: float = 0.2) -> Int[Array, " n"]:
+    """The classes (0..9) of the images of `digits_raw(split)` / `digits(split)`, in order.
+
+    Args:
+        split: `"train"`, `"test"` or `"all"`.
+        test_fraction: share of the test split.
+
+    Returns:
+        The integer labels `(n,)`.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}.")
+    _, labels = load_digits_raw()
+    # The permutation of `digits_raw`.
+    perm = np.random.default_rng(0).permutation(labels.shape[0])
+    n_test = int(round(test_fraction * labels.shape[0]))
+    idx = {"train": perm[: len(perm) - n_test], "test": perm[len(perm) - n_test :], "all": perm}
+    return jnp.asarray(labels[idx[split]])
+
+
 def digits(
     split: str = "train", *, dtype=None, test_fraction: float = 0.2
 ) -> Float[Array, "n 1 8 8"]:

@@ -9,6 +9,14 @@ from ._bits_per_dim import BitsPerDimResult as BitsPerDimResult
 from ._bits_per_dim import bin_centres as bin_centres
 from ._bits_per_dim import bits_per_dim as bits_per_dim
 from ._bits_per_dim import uniform_dequantiser as uniform_dequantiser
+from ._digits_classifier import DigitsClassifier as DigitsClassifier
+from ._digits_classifier import digits_accuracy as digits_accuracy
+from ._digits_classifier import digits_features as digits_features
+from ._digits_classifier import digits_logits as digits_logits
+from ._digits_classifier import fd_digits as fd_digits
+from ._digits_classifier import is_digits as is_digits
+from ._digits_classifier import kid_digits as kid_digits
+from ._digits_classifier import load_digits_classifier as load_digits_classifier
 from ._estimate import Estimate as Estimate
 from ._frechet import frechet_distance as frechet_distance
 from ._frechet import gaussian_frechet_distance as gaussian_frechet_distance
