@@ -121,6 +121,10 @@ def main():
     acc_test = float(accuracy(best, x_te, y_te))
     num_params = sum(a.size for a in jax.tree_util.tree_leaves(eqx.filter(best, eqx.is_array)))
     num_features = int(best.features(x_te[:1]).shape[-1])
+    # The features are divided by their RMS over the whole training split, so that they
+    # are O(1) as Inception's pooled features are and KID's cubic kernel stays moderate.
+    feats = best.features(data.digits("train", dtype=f32))
+    feature_rms = float(jax.numpy.sqrt(jax.numpy.mean(feats**2)))
     print(
         f"kept step {best_step}: train {acc_train:.4f}  val {best_val:.4f}  test {acc_test:.4f}"
         f"  ({num_params} parameters, {num_features} features, {seconds:.0f} s)"
@@ -138,6 +142,7 @@ def main():
         "num_test": int(x_te.shape[0]),
         "kept_step": best_step,
         "num_features": num_features,
+        "feature_rms": feature_rms,
         "num_params": int(num_params),
         "weights_bytes": os.path.getsize(weights),
         "train_seconds": round(seconds, 1),

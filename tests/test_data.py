@@ -94,9 +94,9 @@ def test_standardiser_round_trip():
     assert_allclose(s.log_det(), -jnp.sum(jnp.log(s.scale)))
 
 
-def test_cli_train_and_sample(tmp_path, capsys):
+def test_cli_train_sample_and_evaluate(tmp_path, capsys):
     cfg = {
-        "dataset": "two_moons",
+        "dataset": "ring_mixture",
         "num_train": 256,
         "steps": 20,
         "batch_size": 32,
@@ -127,8 +127,15 @@ def test_cli_train_and_sample(tmp_path, capsys):
         == 0
     )
     assert np.load(out).shape == (16, 2) and png.exists()
+    report = tmp_path / "r.json"
+    args = ["evaluate", "--checkpoint", cfg["checkpoint"], "--num", "16", "--num-eval", "16"]
+    args += ["--json", str(report)]
+    assert main(args) == 0
     text = capsys.readouterr().out
     assert "scoreflow train" in text and "scoreflow sample" in text
+    assert "KL(data || model)" in text and "modes captured" in text
+    fields = json.loads(report.read_text())
+    assert fields["num_samples"] == 16 and fields["kl"] > 0 and 0 < fields["mmd_p_value"] <= 1
 
 
 def test_cli_config_errors(tmp_path):

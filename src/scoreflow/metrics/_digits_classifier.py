@@ -23,6 +23,7 @@ comparable with FID or IS on other datasets or with other feature networks.
 """
 
 import functools
+import json
 import pathlib
 
 import equinox as eqx
@@ -156,8 +157,19 @@ def _logits(model, x):
     return model.logits(x)
 
 
+@functools.lru_cache(maxsize=1)
+def _feature_rms() -> float:
+    # Written with the weights: the RMS of the training split's raw features.
+    return float(json.loads(WEIGHTS.with_suffix(".json").read_text())["feature_rms"])
+
+
 def digits_features(x: Float[ArrayLike, "n ..."]) -> Float[Array, "n features"]:
-    """Features of the shipped digits classifier (its penultimate layer).
+    r"""Features of the shipped digits classifier (its penultimate layer), scaled to RMS 1.
+
+    The raw activations are divided by their root mean square over the training split
+    (recorded with the weights in `digits_classifier.json`), so that, like Inception's
+    pooled features, they are of order one and KID's cubic kernel
+    $(a^\top b / d + 1)^3$ is not dominated by the feature scale.
 
     Args:
         x: images `(n, 1, 8, 8)` (or `(n, 64)`) on the scale of `scoreflow.data.digits`,
@@ -170,7 +182,7 @@ def digits_features(x: Float[ArrayLike, "n ..."]) -> Float[Array, "n features"]:
         ValueError: on a wrong shape or non-finite images.
     """
     x = _images(x, "x")
-    return _features(load_digits_classifier(x.dtype), x)
+    return _features(load_digits_classifier(x.dtype), x) / jnp.asarray(_feature_rms(), x.dtype)
 
 
 def digits_logits(x: Float[ArrayLike, "n ..."]) -> Float[Array, "n 10"]:
