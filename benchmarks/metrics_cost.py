@@ -293,7 +293,7 @@ def peer_fns(name, x, y, h, peer_block, kid_key, num_subsets, subset_size):
     if name == "kid":
         ix, iy = (
             np.asarray(i)
-            for i in metrics.kid_subsets(kid_key, len(x), len(y), num_subsets, subset_size)
+            for i in metrics.kid_subsets(len(x), len(y), num_subsets, subset_size, key=kid_key)
         )
         return {"numpy + sklearn polynomial_kernel": lambda: np_kid(x, y, ix, iy)}
     raise ValueError(name)

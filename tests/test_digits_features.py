@@ -13,8 +13,8 @@ import scipy.ndimage
 from scoreflow import data
 from scoreflow.metrics import _digits_classifier as dc
 
-NOISE_STDS = (0.1, 0.3, 0.6, 1.0)
-BLUR_SIGMAS = (0.5, 1.0, 1.5, 2.0)
+NOISE_STDS = (0.1, 0.3, 1.0)
+BLUR_SIGMAS = (0.5, 1.0, 2.0)
 
 
 @pytest.fixture(scope="module")

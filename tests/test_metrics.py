@@ -95,7 +95,7 @@ def test_mmd_permutation_test_matches_numpy_and_is_calibrated():
         a, b = jr.normal(k1, (30, 2)), jr.normal(k2, (30, 2))
         return metrics.mmd_test(a, b, num_permutations=99, key=k3).p_value
 
-    ps = np.asarray(jax.jit(jax.vmap(p_of))(jr.split(jr.key(3), 60)))
+    ps = np.asarray(jax.jit(jax.vmap(p_of))(jr.split(jr.key(3), 40)))
     assert scipy.stats.kstest(ps, "uniform").pvalue > 0.01
     shifted = metrics.mmd_test(x, y + 1.0, num_permutations=99, key=key)
     assert float(shifted.p_value) == pytest.approx(0.01)
@@ -158,7 +158,7 @@ def test_kid_matches_numpy():
     x, y = _sets(jr.key(4), n=60, m=50, d=5)
     key = jr.key(5)
     res = metrics.kid(x, y, num_subsets=7, subset_size=20, key=key)
-    ix, iy = (np.asarray(i) for i in metrics.kid_subsets(key, 60, 50, 7, 20))
+    ix, iy = (np.asarray(i) for i in metrics.kid_subsets(60, 50, 7, 20, key=key))
     kern = _np_kernels(np.asarray(x), np.asarray(y))["poly"][1]
     vals = []
     for a, b in zip(ix, iy):
@@ -265,9 +265,10 @@ def test_importance_log_likelihood_against_an_exact_marginal():
     est = metrics.importance_log_likelihood(
         prior_weight, x, num_samples=1234, chunk_size=500, key=key
     )
+    draws = jax.jit(jax.vmap(lambda k: prior_weight(x, key=k)))
     lw = np.concatenate(
         [
-            np.asarray(jax.vmap(lambda k: prior_weight(x, key=k))(jr.split(jr.fold_in(key, c), n)))
+            np.asarray(draws(jr.split(jr.fold_in(key, c), n)))
             for c, n in ((0, 500), (1, 500), (2, 234))
         ]
     )
@@ -297,6 +298,15 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="`x` has 3 samples of 3 features: its covariance"):
         metrics.frechet_distance(x[:3], y)
     assert np.isfinite(float(metrics.frechet_distance(x[:3], y, eps=1e-6)))
+    # Any feature function; a wrong one is named.
+    proj = lambda a: a @ jnp.ones((3, 2))
+    assert_allclose(
+        metrics.frechet_distance(x, y, features=proj), metrics.frechet_distance(proj(x), proj(y))
+    )
+    with pytest.raises(ValueError, match="`features` must map `x` of shape"):
+        metrics.frechet_distance(x, y, features=lambda a: a.sum(1))
+    with pytest.raises(ValueError, match="`features` must map"):
+        metrics.kid(x, y, features=lambda a: a[:5], key=jr.key(0))
     with pytest.raises(ValueError, match="subset_size"):
         metrics.kid(x, y, subset_size=100, key=jr.key(0))
     with pytest.raises(ValueError, match="`samples` must have 2 dimensions"):

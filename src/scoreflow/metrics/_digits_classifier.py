@@ -239,9 +239,9 @@ def kid_digits(
     samples: Float[ArrayLike, "n ..."],
     reference: Float[ArrayLike, "m ..."],
     *,
-    key: Key,
     num_subsets: int = 100,
     subset_size: int | None = None,
+    key: Key,
 ) -> Estimate:
     r"""Kernel distance of digits samples to a reference set in the classifier's features.
 

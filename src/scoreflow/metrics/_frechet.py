@@ -12,6 +12,8 @@ square roots sum to the trace. $(\Sigma_1\Sigma_2)^{1/2}$ has the same trace, bu
 a covariance is near singular, which this never does.
 """
 
+from collections.abc import Callable
+
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
@@ -71,6 +73,7 @@ def frechet_distance(
     x: Float[ArrayLike, "n d"],
     y: Float[ArrayLike, "m d"],
     *,
+    features: Callable[[Array], Array] | None = None,
     eps: float | None = None,
 ) -> Array:
     r"""The Fréchet distance between Gaussians fitted to features `x` and `y`.
@@ -83,6 +86,8 @@ def frechet_distance(
     Args:
         x: `(n, d)` features (any event shape is flattened).
         y: `(m, d)` features of the same dimension.
+        features: a feature function `(n, ...) -> (n, F)` applied to `x` and `y` first
+            (e.g. `digits_features`, or any network); default: `x` and `y` are features.
         eps: if given, $\epsilon I$ is added to both covariances. Without it, a set with
             no more samples than dimensions ($n \le d$: a singular sample covariance whose
             figure mostly measures the sample size) is refused.
@@ -91,9 +96,10 @@ def frechet_distance(
         The scalar squared distance $d^2$ (what FID papers report as "FID").
 
     Raises:
-        ValueError: on different dimensions, non-finite features, or $n \le d$ without
-            `eps`.
+        ValueError: on different dimensions, non-finite features, a `features` function
+            that does not return `(n, F)`, or $n \le d$ without `eps`.
     """
+    x, y = _samples.featurise(features, x, y, ("x", "y"))
     x, y = _samples.pair(x, y, ("x", "y"), least=2)
     d = x.shape[1]
     if eps is None:

@@ -6,6 +6,8 @@ averaged over random subsets of both sets. Unlike the Fréchet distance it has a
 unbiased estimator, so figures from different sample sizes compare.
 """
 
+from collections.abc import Callable
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -19,7 +21,7 @@ from ._estimate import Estimate
 from ._kernels import PolynomialKernel
 
 
-def kid_subsets(key: Key, n: int, m: int, num_subsets: int, subset_size: int):
+def kid_subsets(n: int, m: int, num_subsets: int, subset_size: int, *, key: Key):
     """The row indices `(num_subsets, subset_size)` of each set that `kid` draws."""
     kx, ky = jr.split(key)
 
@@ -36,6 +38,7 @@ def kid(
     num_subsets: int = 100,
     subset_size: int | None = None,
     kernel: PolynomialKernel | None = None,
+    features: Callable[[Array], Array] | None = None,
     key: Key,
 ) -> Estimate:
     r"""KID between feature sets `x` and `y`, with its standard error.
@@ -53,11 +56,13 @@ def kid(
         subset_size: rows per subset (default $\min(1000, n, m)$, Bińkowski et al.'s
             choice for large sets).
         kernel: default `PolynomialKernel()` (degree 3, $\gamma = 1/d$, $c_0 = 1$).
+        features: a feature function `(n, ...) -> (n, F)` applied first (default: none).
         key: PRNG key of the subsets.
 
     Returns:
         An `Estimate` (what papers report as KID, often scaled by 1000).
     """
+    x, y = _samples.featurise(features, x, y, ("x", "y"))
     x, y = _samples.pair(x, y, ("x", "y"), least=2)
     _checks.positive_int(num_subsets, "num_subsets", least=2)
     n, m = x.shape[0], y.shape[0]
@@ -72,7 +77,7 @@ def kid(
 def _kid(x, y, kernel, num_subsets, size, key):
     n, m = x.shape[0], y.shape[0]
     k = kernel.resolve(x, y)
-    ix, iy = kid_subsets(key, n, m, num_subsets, size)
+    ix, iy = kid_subsets(n, m, num_subsets, size, key=key)
 
     def one(idx):
         a, b = x[idx[0]], y[idx[1]]

@@ -7,6 +7,7 @@ argument, never a NaN averaged into a figure: non-finite rows are counted and re
 """
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.core import Tracer
@@ -55,6 +56,31 @@ def pair(x, y, names: tuple[str, str], *, least: int = 1) -> tuple[Array, Array]
     x, y = as_rows(x, names[0], least=least), as_rows(y, names[1], least=least)
     dtype = jnp.result_type(x.dtype, y.dtype)
     return x.astype(dtype), y.astype(dtype)
+
+
+def featurise(features, x, y, names: tuple[str, str]):
+    """`features(x)`, `features(y)` (or the sets themselves), checked to be `(n, F)` rows."""
+    if features is None:
+        return x, y
+    if not callable(features):
+        raise ValueError(f"`features` must be a function (n, ...) -> (n, F), got {features!r}.")
+    out = []
+    for name, a in zip(names, (x, y)):
+        a = jnp.asarray(a)
+        f = features(a)
+        if not isinstance(f, jax.Array | np.ndarray) or f.ndim != 2 or f.shape[0] != a.shape[0]:
+            got = f.shape if isinstance(f, jax.Array | np.ndarray) else type(f).__name__
+            raise ValueError(
+                f"`features` must map `{name}` of shape {a.shape} to ({a.shape[0]}, F) "
+                f"features, got {got}."
+            )
+        out.append(f)
+    if out[0].shape[1] != out[1].shape[1]:
+        raise ValueError(
+            f"`features` gave {out[0].shape[1]} features for `{names[0]}` and "
+            f"{out[1].shape[1]} for `{names[1]}`."
+        )
+    return out[0], out[1]
 
 
 def drop_nonfinite(x) -> tuple[Array, int]:
