@@ -42,7 +42,12 @@ def test_likelihood_capability_is_declared_by_type():
     }
 
 
-@pytest.mark.parametrize("name", NAMES)
+# FFJORD's gradient and training steps (a CNF solve per step, a third of this file's
+# time) run under `slow`; its loss, sampling, save/load and normalised likelihood run by
+# default.
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "ffjord" else n for n in NAMES]
+)
 def test_loss_gradient_and_training_steps(name):
     case = MODELS[name]
     model = case.build(jr.key(1))

@@ -228,7 +228,7 @@ def test_sample_is_vmappable_over_keys():
     assert_allclose(batched[1], single, rtol=1e-10)
 
 
-@pytest.mark.parametrize("method", ["ode", "sde"])
+@pytest.mark.parametrize("method", ["ode", pytest.param("sde", marks=pytest.mark.slow)])
 def test_sample_is_differentiable_in_model_parameters(method):
     class Tempered(eqx.Module):
         # A learnable temperature on the exact score.
@@ -378,7 +378,18 @@ def _entry_points(sde, key):
     )
 
 
-@pytest.mark.parametrize("entry", [name for name, _ in _entry_points(sf.VPSDE(), jr.key(0))])
+# The samplers that share the probability-flow and reverse-SDE paths, and cost most to
+# compile, run under `slow`; every other entry point runs by default.
+_SLOW_ENTRIES = ("solve_reverse_sde", "predictor_corrector", "annealed_langevin")
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        pytest.param(name, marks=pytest.mark.slow) if name in _SLOW_ENTRIES else name
+        for name, _ in _entry_points(sf.VPSDE(), jr.key(0))
+    ],
+)
 def test_a_model_is_read_as_what_it_predicts(entry):
     sde = sf.VPSDE()
     run = dict(_entry_points(sde, jr.key(0)))[entry]
