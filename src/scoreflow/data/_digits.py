@@ -22,6 +22,15 @@ def load_digits_raw() -> tuple[np.ndarray, np.ndarray]:
     return flat.reshape(-1, 8, 8).astype(np.int64), labels.astype(np.int64)
 
 
+def _split_indices(split: str, num: int, test_fraction: float) -> np.ndarray:
+    # The one fixed split: a NumPy seed-0 permutation, the last `test_fraction` for test.
+    if split not in SPLITS:
+        raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}.")
+    perm = np.random.default_rng(0).permutation(num)
+    n_test = int(round(test_fraction * num))
+    return {"train": perm[: num - n_test], "test": perm[num - n_test :], "all": perm}[split]
+
+
 def digits_raw(split: str = "train", *, test_fraction: float = 0.2) -> Int[Array, "n 1 8 8"]:
     """The integer pixels (0..16) of a fixed split, `(n, 1, 8, 8)`.
 
@@ -36,13 +45,8 @@ def digits_raw(split: str = "train", *, test_fraction: float = 0.2) -> Int[Array
     Returns:
         The integer images.
     """
-    if split not in SPLITS:
-        raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}.")
     images, _ = load_digits_raw()
-    perm = np.random.default_rng(0).permutation(images.shape[0])
-    n_test = int(round(test_fraction * images.shape[0]))
-    idx = {"train": perm[: len(perm) - n_test], "test": perm[len(perm) - n_test :], "all": perm}
-    return jnp.asarray(images[idx[split]][:, None])
+    return jnp.asarray(images[_split_indices(split, images.shape[0], test_fraction)][:, None])
 
 
 def digits_labels(split: str = "train", *, test_fraction: float = 0.2) -> Int[Array, " n"]:
@@ -55,14 +59,8 @@ def digits_labels(split: str = "train", *, test_fraction: float = 0.2) -> Int[Ar
     Returns:
         The integer labels `(n,)`.
     """
-    if split not in SPLITS:
-        raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}.")
     _, labels = load_digits_raw()
-    # The permutation of `digits_raw`.
-    perm = np.random.default_rng(0).permutation(labels.shape[0])
-    n_test = int(round(test_fraction * labels.shape[0]))
-    idx = {"train": perm[: len(perm) - n_test], "test": perm[len(perm) - n_test :], "all": perm}
-    return jnp.asarray(labels[idx[split]])
+    return jnp.asarray(labels[_split_indices(split, labels.shape[0], test_fraction)])
 
 
 def digits(
