@@ -51,7 +51,7 @@ import jax.random as jr
 import numpy as np
 
 import scoreflow as sf
-from scoreflow import data, models, nn, train
+from scoreflow import data, evaluation, models, nn, train
 
 HERE = pathlib.Path(__file__).resolve().parent
 RUNS = HERE / "digits_runs"  # checkpoints, run records, logs (`--out-dir` moves them)
@@ -311,22 +311,6 @@ def _tile(x):
     return img.transpose(0, 2, 1, 3).reshape(64, 64)
 
 
-def grid_png(x, path, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    img = _tile(x)
-    fig, ax = plt.subplots(figsize=(3.4, 3.6))
-    ax.imshow(img, cmap="gray", vmin=-1, vmax=1)
-    ax.set_title(title, fontsize=8)
-    ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def combined_png(grids, path):
     import matplotlib
 
@@ -349,7 +333,7 @@ def sample_grid(name):
     x = jax.block_until_ready(model.sample(64, key=jr.key(9), **sample_options(name)))
     dt = time.perf_counter() - t0
     x = np.asarray(x).reshape(64, *EVENT)
-    grid_png(x, RUNS / f"digits_{name}.png", TITLES[name])
+    evaluation.sample_grid(np.clip(x, -1, 1), str(RUNS / f"digits_{name}.png"), title=TITLES[name])
     np.save(RUNS / f"{name}_samples.npy", x)
     bad = int((~np.isfinite(x)).sum())
     print(f"{name}: 64 samples in {dt:.1f} s, non-finite values {bad}", flush=True)
@@ -405,8 +389,6 @@ def _train_bpd(model, name):
 
 def cmd_evaluate(args):
     """Every trained model, the baselines and the train-split floor, by one protocol."""
-    from scoreflow import evaluation
-
     reports, extra = [], {}
     for i, name in enumerate(args.names):
         info = json.loads(paths(name)[1].read_text())
