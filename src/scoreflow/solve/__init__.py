@@ -13,6 +13,12 @@ from ._grids._grids import CustomGrid as CustomGrid
 from ._grids._grids import KarrasGrid as KarrasGrid
 from ._grids._grids import LogSNRGrid as LogSNRGrid
 from ._grids._grids import UniformGrid as UniformGrid
+from ._langevin._ais import AbstractAISKernel as AbstractAISKernel
+from ._langevin._ais import AISResult as AISResult
+from ._langevin._ais import HMCKernel as HMCKernel
+from ._langevin._ais import MALAKernel as MALAKernel
+from ._langevin._ais import ais as ais
+from ._langevin._ais import sigmoid_schedule as sigmoid_schedule
 from ._langevin._annealed import annealed_langevin as annealed_langevin
 from ._langevin._annealed import ladder_times as ladder_times
 from ._langevin._chains import mala as mala
