@@ -14,16 +14,23 @@ A model is an immutable `equinox.Module` with
 and declares its likelihood by type, never by an attribute to probe for:
 `AbstractExactLikelihood` (an exact `log_prob`: flows, continuous flows,
 probability-flow models), `AbstractLikelihoodBound` (a lower bound, `elbo`: DDPM's
-discrete bound, the VAE family), or neither (NCSN, GANs). A model may be both.
+discrete bound, the VAE family), an unnormalised density whose normaliser is
+estimated (`AbstractUnnormalisedLikelihood`: energy-based models, $\log Z$ by annealed
+importance sampling), or neither (NCSN, GANs). A model may be both exact and bounded.
+
+A model whose training carries state beside its parameters (the replay buffer of
+persistent contrastive divergence; batch statistics) is an `AbstractStatefulModel`:
+`scoreflow.train.fit` keeps that state in its `TrainState`, checkpoints it and resumes it.
 """
 
 import abc
 import math
 
 import equinox as eqx
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, PyTree
 
 from .._custom_types import Key, Scalar
+from ..solve import AISResult
 
 METHODS: tuple[str, ...] = ("ode", "sde", "langevin")
 
@@ -87,3 +94,48 @@ class AbstractLikelihoodBound(AbstractGenerativeModel):
     @abc.abstractmethod
     def elbo(self, x: Float[Array, "batch ..."], *, key: Key) -> Array:
         r"""A lower bound on $\log p(x)$ per example, `(batch,)`, in nats."""
+
+
+class AbstractUnnormalisedLikelihood(AbstractGenerativeModel):
+    r"""A model with a density known up to its normaliser, $p(x) = \tilde p(x) / Z$.
+
+    `log_prob` is $\log\tilde p(x) - c$ for the model's current constant $c$ (a learned
+    or plugged-in estimate of $\log Z$, zero by default); `log_normaliser` estimates
+    $\log Z$ with a standard error. `scoreflow.evaluation` turns the two into bits/dim
+    labelled as an estimate.
+    """
+
+    @abc.abstractmethod
+    def log_prob(self, x: Float[Array, "batch ..."], *, key: Key | None = None) -> Array:
+        r"""$\log\tilde p(x) - c$ per example, `(batch,)`."""
+
+    @abc.abstractmethod
+    def log_normaliser(self, *, key: Key) -> AISResult:
+        r"""An estimate of $\log Z$ of $\tilde p$ with `.log_z` and `.stderr` (nats).
+
+        Models add their own keyword options (chains, temperatures, kernel).
+        """
+
+    @abc.abstractmethod
+    def with_log_normaliser(self, log_z) -> "AbstractUnnormalisedLikelihood":
+        r"""The same model with $c$ = `log_z`, so that `log_prob` is normalised by it."""
+
+
+class AbstractStatefulModel(AbstractGenerativeModel):
+    """A model whose training carries a state beside its parameters.
+
+    `scoreflow.train.fit` calls `init_state(key=...)` once, then
+    `stateful_loss(x, state, key=...)` every step and keeps the returned state in its
+    `TrainState` (so it is checkpointed, and a resumed run repeats an uninterrupted one).
+    `loss(x, *, key)` remains the contract's loss: the objective with a fresh state.
+    """
+
+    @abc.abstractmethod
+    def init_state(self, *, key: Key) -> PyTree:
+        """The training state at step 0 (`None` when this configuration needs none)."""
+
+    @abc.abstractmethod
+    def stateful_loss(
+        self, x: Float[Array, "batch ..."], state: PyTree, *, key: Key
+    ) -> tuple[Scalar, PyTree]:
+        """The training objective of a batch and the next state."""

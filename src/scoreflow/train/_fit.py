@@ -13,6 +13,7 @@ from jaxtyping import Array, PyTree
 
 from .. import _checks
 from .._custom_types import Key
+from ..models import AbstractStatefulModel
 from ._checkpoint import load_checkpoint, save_checkpoint
 from ._optim import default_optimizer
 from ._state import TrainState, init_state
@@ -57,6 +58,10 @@ def _default_loss(model, x, *, key):
     return model.loss(x, key=key)
 
 
+def _stateful_loss(model, x, state, *, key):
+    return model.stateful_loss(x, state, key=key)
+
+
 def _draw(data, batch_size, key):
     if callable(data) and not isinstance(data, jax.Array):
         return data(batch_size, key=key)
@@ -71,10 +76,19 @@ def _make_chunk(optimizer, loss_fn, filter_spec, ema_decay, batch_size, chunk, d
         x = _draw(data, batch_size, k_batch)
         params, static = eqx.partition(state.model, filter_spec)
 
-        def objective(p):
-            return loss_fn(eqx.combine(p, static), x, key=k_loss)
+        model_state = state.model_state
+        if model_state is None:
 
-        loss, grads = eqx.filter_value_and_grad(objective)(params)
+            def objective(p):
+                return loss_fn(eqx.combine(p, static), x, key=k_loss)
+
+            loss, grads = eqx.filter_value_and_grad(objective)(params)
+        else:
+
+            def objective(p):
+                return _stateful_loss(eqx.combine(p, static), x, model_state, key=k_loss)
+
+            (loss, model_state), grads = eqx.filter_value_and_grad(objective, has_aux=True)(params)
         # optax mixes Python floats with int32 step counts; allow that even when the
         # user runs JAX with strict dtype promotion.
         with jax.numpy_dtype_promotion("standard"):
@@ -94,6 +108,7 @@ def _make_chunk(optimizer, loss_fn, filter_spec, ema_decay, batch_size, chunk, d
             ema=ema,
             step=state.step + 1,
             key_data=jr.key_data(key),
+            model_state=model_state,
         )
         # Steps past the end are no-ops, so every chunk is the same compiled program and
         # a resumed run repeats an uninterrupted one bit for bit.
@@ -153,7 +168,13 @@ def fit(
     the step; the chunk is discarded, the error carries the last good state and the
     checkpoint on disk is left as it was (the last good one).
 
-    **Other models.** `loss_fn(model, x, *, key)` replaces `model.loss`. A GAN trains
+    **Stateful models.** An `AbstractStatefulModel` (e.g. an `EBM` trained by persistent
+    contrastive divergence, whose replay buffer is its state) gets its state from
+    `model.init_state` at step 0 and is trained by `model.stateful_loss`; the state lives
+    in `TrainState.model_state`, so it is checkpointed and resumed like the parameters.
+
+    **Other models.** `loss_fn(model, x, *, key)` replaces `model.loss` (and, for a
+    stateful model, trains it without a state). A GAN trains
     with the same loop: its `loss` returns $L_D(D, \mathrm{sg}(G)) + L_G(\mathrm{sg}(D),
     G)$ and the optimiser is `scoreflow.train.alternating({"disc": ..., "gen": ...},
     labels, order=("disc", "gen"))`, so each step updates one player.
@@ -197,8 +218,17 @@ def fit(
             raise ValueError(f"`data` must have shape (N, *event) with N >= 1, got {data.shape}.")
     optimizer = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
     loss_fn = _default_loss if loss_fn is None else loss_fn
+    model_state = None
+    if isinstance(model, AbstractStatefulModel) and loss_fn is _default_loss:
+        # Its own stream, so a stateless model's carry key is what it always was.
+        model_state = model.init_state(key=jr.fold_in(key, 1))
     template = init_state(
-        model, optimizer, ema=ema_decay is not None, filter_spec=filter_spec, key=key
+        model,
+        optimizer,
+        ema=ema_decay is not None,
+        filter_spec=filter_spec,
+        model_state=model_state,
+        key=key,
     )
     ckpt = None if checkpoint is None else pathlib.Path(checkpoint)
     if state is not None:

@@ -20,6 +20,8 @@ class TrainState(eqx.Module):
         step: number of completed optimisation steps.
         key_data: raw data of the carry PRNG key (raw so that it serialises); one
             split per step, so a resumed run draws exactly the same numbers.
+        model_state: the training state of an `AbstractStatefulModel` (a replay buffer,
+            batch statistics), or `None`.
     """
 
     model: PyTree
@@ -27,6 +29,7 @@ class TrainState(eqx.Module):
     ema: PyTree | None
     step: Array
     key_data: UInt[Array, "..."]
+    model_state: PyTree = None
 
     @property
     def key(self) -> Key:
@@ -45,6 +48,7 @@ def init_state(
     *,
     ema: bool = True,
     filter_spec=eqx.is_inexact_array,
+    model_state: PyTree = None,
     key: Key,
 ) -> TrainState:
     """The state at step 0.
@@ -55,6 +59,7 @@ def init_state(
         ema: keep an exponential moving average of the parameters.
         filter_spec: which leaves are trained (an equinox filter; default every
             floating array).
+        model_state: the model's own training state (see `TrainState`).
         key: the carry key of the run.
 
     Returns:
@@ -67,4 +72,5 @@ def init_state(
         ema=jax.tree_util.tree_map(jnp.copy, params) if ema else None,
         step=jnp.zeros((), jnp.int32),
         key_data=jr.key_data(key),
+        model_state=model_state,
     )
