@@ -19,7 +19,12 @@ import numpy as np
 
 from .. import data, metrics
 from .._custom_types import Key
-from ..models import AbstractExactLikelihood, AbstractGenerativeModel, AbstractLikelihoodBound
+from ..models import (
+    AbstractExactLikelihood,
+    AbstractGenerativeModel,
+    AbstractLikelihoodBound,
+    AbstractUnnormalisedLikelihood,
+)
 
 _EVENT = (1, 8, 8)
 
@@ -37,7 +42,7 @@ class DigitsReport:
     name: str
     bits_per_dim: float | None
     bits_per_dim_se: float | None
-    likelihood: str  # "exact", "estimate (Hutchinson)", "bound" or "none"
+    likelihood: str  # "exact", "estimate (Hutchinson)", "estimate (AIS)", "bound" or "none"
     fd: float
     kid: float
     kid_se: float
@@ -67,7 +72,7 @@ def _to_event(x, event_shape):
 
 def _bpd(model, raw, likelihood, options, batch_size, key):
     event = tuple(model.event_shape)
-    if likelihood == "exact":
+    if likelihood in ("exact", "normaliser"):
 
         def fn(y, *, key):
             return model.log_prob(_to_event(y, event), key=key, **options)
@@ -125,6 +130,7 @@ def evaluate_digits(
     num_samples: int = 1000,
     sample_options: dict | None = None,
     log_prob_options: dict | None = None,
+    normaliser_options: dict | None = None,
     likelihood: str = "auto",
     batch_size: int = 128,
     num_test: int | None = None,
@@ -139,7 +145,10 @@ def evaluate_digits(
        the figure is the mean over images with its standard error over images, which
        includes the noise of a stochastic trace estimate when `log_prob_options` ask for
        one. A model with only a bound (`elbo`) gives bits/dim marked as a bound (an upper
-       bound, in expectation). Neither: none.
+       bound, in expectation). An unnormalised model (an `EBM`) is normalised by its
+       `log_normaliser` estimate (annealed importance sampling, `normaliser_options`)
+       and marked as an estimate; the standard error adds that of $\log\hat Z$ (common
+       to every image) in quadrature. Neither: none.
     2. **Samples**: `num_samples` draws (`model.sample(num, key=..., **sample_options)`),
        reshaped to `(n, 1, 8, 8)`; non-finite samples are counted, reported and dropped;
        the rest are quantised to the 17 levels (`quantise`).
@@ -156,7 +165,10 @@ def evaluate_digits(
         num_samples: samples to draw.
         sample_options: keyword arguments of `model.sample`.
         log_prob_options: keyword arguments of `model.log_prob` (or `elbo`).
-        likelihood: `"auto"`, `"exact"`, `"bound"` or `"none"`.
+        normaliser_options: keyword arguments of `model.log_normaliser` (an unnormalised
+            model).
+        likelihood: `"auto"`, `"exact"`, `"bound"`, `"normaliser"` (estimate the
+            normaliser of an unnormalised model) or `"none"`.
         batch_size: test images per likelihood call.
         num_test: score the likelihood on the first `num_test` test images only (a
             reduced run; the report records it). Sample metrics always use all 359.
@@ -172,15 +184,23 @@ def evaluate_digits(
         raise ValueError(
             f"`model` must have event shape (1, 8, 8) or (64,) for the digits, got {shape}."
         )
-    if likelihood not in ("auto", "exact", "bound", "none"):
+    if likelihood not in ("auto", "exact", "bound", "normaliser", "none"):
         raise ValueError(
-            f"`likelihood` must be 'auto', 'exact', 'bound' or 'none', got {likelihood!r}."
+            "`likelihood` must be 'auto', 'exact', 'bound', 'normaliser' or 'none', got "
+            f"{likelihood!r}."
         )
     exact = isinstance(model, AbstractExactLikelihood)
     bound = isinstance(model, AbstractLikelihoodBound)
+    unnormalised = isinstance(model, AbstractUnnormalisedLikelihood)
     if likelihood == "auto":
-        likelihood = "exact" if exact else "bound" if bound else "none"
-    if (likelihood == "exact" and not exact) or (likelihood == "bound" and not bound):
+        likelihood = (
+            "exact" if exact else "bound" if bound else "normaliser" if unnormalised else "none"
+        )
+    if (
+        (likelihood == "exact" and not exact)
+        or (likelihood == "bound" and not bound)
+        or (likelihood == "normaliser" and not unnormalised)
+    ):
         raise ValueError(f"`model` ({type(model).__name__}) has no {likelihood} likelihood.")
     k_lik, k_sample, k_kid = jr.split(key, 3)
     raw = np.asarray(data.digits_raw("test"))
@@ -191,7 +211,17 @@ def evaluate_digits(
     label = likelihood
     if likelihood != "none":
         t0 = time.perf_counter()
-        bpd, bpd_se = _bpd(model, jnp.asarray(raw[:n_test]), likelihood, options, batch_size, k_lik)
+        scored, log_z_se = model, 0.0
+        if likelihood == "normaliser":
+            assert isinstance(model, AbstractUnnormalisedLikelihood)
+            k_z, k_lik = jr.split(k_lik)
+            est = model.log_normaliser(key=k_z, **(normaliser_options or {}))
+            scored, log_z_se = model.with_log_normaliser(est.log_z), float(est.stderr)
+            label = "estimate (AIS)"
+        bpd, bpd_se = _bpd(
+            scored, jnp.asarray(raw[:n_test]), likelihood, options, batch_size, k_lik
+        )
+        bpd_se = math.hypot(bpd_se, log_z_se / (math.prod(_EVENT) * math.log(2)))
         lik_s = time.perf_counter() - t0
         trace = options.get("trace")
         if likelihood == "exact" and type(trace).__name__ == "Hutchinson":

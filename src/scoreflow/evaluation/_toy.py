@@ -1,6 +1,7 @@
 """The 2-d protocol: KL against the exact density, MMD, mode coverage."""
 
 import dataclasses
+import math
 import time
 
 import jax
@@ -9,7 +10,11 @@ import jax.random as jr
 from .. import metrics
 from .._custom_types import Key
 from ..analytic import GaussianMixture
-from ..models import AbstractExactLikelihood, AbstractGenerativeModel
+from ..models import (
+    AbstractExactLikelihood,
+    AbstractGenerativeModel,
+    AbstractUnnormalisedLikelihood,
+)
 
 
 @dataclasses.dataclass
@@ -29,6 +34,7 @@ class ToyReport:
     num_nonfinite: int
     likelihood_seconds: float | None
     sample_seconds: float
+    likelihood: str = "exact"  # "exact", "estimate (AIS)" or "none"
 
     def asdict(self) -> dict:
         return dataclasses.asdict(self)
@@ -44,13 +50,15 @@ def evaluate_2d(
     num_permutations: int = 200,
     sample_options: dict | None = None,
     log_prob_options: dict | None = None,
+    normaliser_options: dict | None = None,
     key: Key,
 ) -> ToyReport:
     r"""Score a model of a 2-d Gaussian mixture against the mixture itself.
 
     - $\mathrm{KL}(\text{data} \,\|\, \text{model})$ with its standard error, from the
       exact data log-density and the model's `log_prob` at `num_eval` fresh data samples
-      (exact-likelihood models only);
+      (exact-likelihood models; an unnormalised model, an `EBM`, normalised by its
+      `log_normaliser` estimate, whose standard error is added in quadrature);
     - unbiased MMD² (Gaussian kernel, median heuristic) between `num_samples` model
       samples and as many exact ones, with its permutation p-value;
     - mode coverage (modes captured, share within 3 standard deviations, KL of the mass
@@ -65,6 +73,8 @@ def evaluate_2d(
         num_permutations: relabellings of the MMD test.
         sample_options: keyword arguments of `model.sample`.
         log_prob_options: keyword arguments of `model.log_prob`.
+        normaliser_options: keyword arguments of `model.log_normaliser` (an unnormalised
+            model).
         key: PRNG key.
 
     Returns:
@@ -77,13 +87,26 @@ def evaluate_2d(
         )
     k_eval, k_sample, k_ref, k_perm, k_lik = jr.split(key, 5)
     kl = kl_se = lik_s = None
-    if isinstance(model, AbstractExactLikelihood):
+    label = "none"
+    unnormalised = isinstance(model, AbstractUnnormalisedLikelihood)
+    if isinstance(model, AbstractExactLikelihood) or unnormalised:
         x_eval = mixture.sample(num_eval, key=k_eval)
         t0 = time.perf_counter()
-        log_q = jax.block_until_ready(model.log_prob(x_eval, key=k_lik, **(log_prob_options or {})))
+        scored, log_z_se, label = model, 0.0, "exact"
+        if unnormalised:
+            k_z, k_lik = jr.split(k_lik)
+            z = model.log_normaliser(key=k_z, **(normaliser_options or {}))
+            scored, log_z_se, label = (
+                model.with_log_normaliser(z.log_z),
+                float(z.stderr),
+                ("estimate (AIS)"),
+            )
+        log_q = jax.block_until_ready(
+            scored.log_prob(x_eval, key=k_lik, **(log_prob_options or {}))
+        )
         lik_s = time.perf_counter() - t0
         est = metrics.kl_divergence(mixture.log_prob(x_eval), log_q)
-        kl, kl_se = float(est.value), float(est.stderr)
+        kl, kl_se = float(est.value), math.hypot(float(est.stderr), log_z_se)
     t0 = time.perf_counter()
     x = jax.block_until_ready(model.sample(num_samples, key=k_sample, **(sample_options or {})))
     sample_s = time.perf_counter() - t0
@@ -105,4 +128,5 @@ def evaluate_2d(
         num_nonfinite=dropped,
         likelihood_seconds=lik_s,
         sample_seconds=sample_s,
+        likelihood=label,
     )

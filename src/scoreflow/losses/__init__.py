@@ -1,5 +1,7 @@
-"""Pure losses: score matching in every form, with its weightings and time samplings."""
+"""Pure losses: score matching, contrastive divergence, noise-contrastive estimation."""
 
+from ._contrastive import contrastive_divergence as contrastive_divergence
+from ._contrastive import noise_contrastive_estimation as noise_contrastive_estimation
 from ._dsm import denoising_score_matching as denoising_score_matching
 from ._options import AbstractTimeSampling as AbstractTimeSampling
 from ._options import AbstractWeighting as AbstractWeighting
@@ -11,5 +13,6 @@ from ._options import LogSNRUniformTime as LogSNRUniformTime
 from ._options import SigmaSquaredWeighting as SigmaSquaredWeighting
 from ._options import UniformTime as UniformTime
 from ._options import UnitWeighting as UnitWeighting
+from ._replay import ReplayBuffer as ReplayBuffer
 from ._ssm import implicit_score_matching as implicit_score_matching
 from ._ssm import sliced_score_matching as sliced_score_matching

@@ -1,4 +1,4 @@
-"""Architectures: time-conditioned networks for score models and flows."""
+"""Architectures: time-conditioned networks for score models and flows; energy networks."""
 
 from ._concat_squash import ConcatSquashLinear as ConcatSquashLinear
 from ._concat_squash import ConcatSquashMLP as ConcatSquashMLP
@@ -7,5 +7,6 @@ from ._conditioning import ScaledScore as ScaledScore
 from ._edm import EDMPrecond as EDMPrecond
 from ._embeddings import GaussianFourierEmbedding as GaussianFourierEmbedding
 from ._embeddings import SinusoidalEmbedding as SinusoidalEmbedding
+from ._energy import EnergyMLP as EnergyMLP
 from ._mlp import TimeMLP as TimeMLP
 from ._unet import UNet as UNet
