@@ -110,6 +110,24 @@ def _ffjord(key):
     return models.FFJORD(2, width=8, depth=1, activation=jnp.tanh, rtol=1e-6, atol=1e-6, key=key)
 
 
+def _ebm(key):
+    # Persistent CD: `loss` runs its chains from fresh noise, `fit` from the buffer.
+    k1, k2 = jr.split(key)
+    energy = nn.EnergyMLP((2,), width=16, depth=2, key=k1)
+    training = models.ContrastiveDivergence(num_steps=5, step_size=1e-2, buffer_size=128)
+    return models.EBM(energy, event_shape=(2,), training=training, low=-2.0, high=2.0)
+
+
+def _gmm(key):
+    # Three full-covariance components with random weights, means and covariances.
+    k1, k2, k3 = jr.split(key, 3)
+    weights = jax.nn.softmax(jr.normal(k1, (3,)))
+    means = jr.uniform(k2, (3, 2), minval=-2.0, maxval=2.0)
+    a = 0.3 * jr.normal(k3, (3, 2, 2))
+    covariances = 0.3 * jnp.eye(2)[None] + a @ jnp.swapaxes(a, -1, -2)
+    return models.GMM(weights, means, covariances, covariance_type="full")
+
+
 MODELS: dict[str, ModelCase] = {
     "score_sde": ModelCase(
         _score_sde,
@@ -130,7 +148,9 @@ MODELS: dict[str, ModelCase] = {
         frozen=lambda m: (m.sigmas, m.sde),
     ),
     "realnvp": ModelCase(_realnvp, quadrature=(-8.0, 8.0, 81)),
+    "ebm": ModelCase(_ebm, sample_options=dict(num_steps=5, step_size=1e-2)),
     "ffjord": ModelCase(_ffjord, frozen=lambda m: m.flow.bijection.bijections[1]),
+    "gmm": ModelCase(_gmm),
 }
 
 

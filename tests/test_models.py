@@ -35,7 +35,9 @@ def test_likelihood_capability_is_declared_by_type():
     }
     assert kinds == {
         "ddpm": (True, True),
+        "ebm": (False, False),
         "ffjord": (True, False),
+        "gmm": (True, False),
         "ncsn": (False, False),
         "realnvp": (True, False),
         "score_sde": (True, False),
@@ -43,10 +45,12 @@ def test_likelihood_capability_is_declared_by_type():
 
 
 # FFJORD's gradient and training steps (a CNF solve per step, a third of this file's
-# time) run under `slow`; its loss, sampling, save/load and normalised likelihood run by
-# default.
+# time) and the EBM's (Langevin chains inside every gradient) run under `slow`; their loss,
+# sampling, save/load and normalised likelihood run by default (the EBM's persistent CD
+# training, with its exact resume, in test_ebm.py).
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "ffjord" else n for n in NAMES]
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in ("ffjord", "ebm") else n for n in NAMES],
 )
 def test_loss_gradient_and_training_steps(name):
     case = MODELS[name]
