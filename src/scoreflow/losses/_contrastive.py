@@ -29,13 +29,13 @@ def contrastive_divergence(
 ) -> Scalar:
     r"""The contrastive-divergence surrogate of an energy-based model's likelihood.
 
-    For $p_\theta(x) = e^{-E_\theta(x)}/Z_\theta$ the gradient of the negative
-    log-likelihood is $E_{\rm data}[\nabla_\theta E_\theta] - E_{p_\theta}[\nabla_\theta
-    E_\theta]$ (the data term minus the model term). With `negatives` drawn from (an
+    For $p_\theta(x) = e^{-E_{\theta}(x)}/Z_\theta$ the gradient of the negative
+    log-likelihood is $E_{\rm data}[\nabla_\theta E_{\theta}] - E_{p_\theta}[\nabla_\theta
+    E_{\theta}]$ (the data term minus the model term). With `negatives` drawn from (an
     approximation of) the model, the gradient of
 
-    $$\frac1n\sum_i E_\theta(x_i) - \frac1m\sum_j E_\theta(\mathrm{sg}(\tilde x_j))
-    + \alpha\Big(\frac1n\sum_i E_\theta(x_i)^2 + \frac1m\sum_j E_\theta(\tilde x_j)^2\Big)$$
+    $$\frac1n\sum_i E_{\theta}(x_i) - \frac1m\sum_j E_{\theta}(\mathrm{sg}(\tilde x_j))
+    + \alpha\Big(\frac1n\sum_i E_{\theta}(x_i)^2 + \frac1m\sum_j E_{\theta}(\tilde x_j)^2\Big)$$
 
     is that estimate: contrastive divergence (Hinton 2002) when the negatives are short
     chains started at the data, persistent CD (Tieleman 2008) when they continue from
@@ -45,7 +45,7 @@ def contrastive_divergence(
     itself is not a likelihood and can be negative.
 
     Args:
-        energy: $E_\theta$ on one example, `x -> scalar`.
+        energy: $E_{\theta}$ on one example, `x -> scalar`.
         x: `(batch, *event)` data.
         negatives: `(chains, *event)` samples of the model.
         energy_penalty: $\alpha \ge 0$, which keeps the energies from drifting to large
@@ -80,7 +80,7 @@ def noise_contrastive_estimation(
 
     Logistic regression of the data `x` against samples `noise` of a known density
     $p_n$, with the log-odds $G(u) = \log p_m(u) - \log p_n(u)$ of the model
-    $\log p_m = -E_\theta - c$, whose normaliser $c$ is a parameter like any other. With
+    $\log p_m = -E_{\theta} - c$, whose normaliser $c$ is a parameter like any other. With
     $\nu = $ `len(noise) / len(x)` and $h(u) = \sigma(G(u) - \log\nu)$ the loss is
 
     $$-\frac1n\Big[\sum_i \log h(x_i) + \sum_j \log(1 - h(y_j))\Big],$$

@@ -400,16 +400,14 @@ def ais(
     (`ebm.unnormalised_log_prob`, say) is traced, so new parameters do not recompile
     either; a plain function or `lambda` is static, compiled anew for each new object.
 
-    Example, $\log Z$ of an energy-based model on 2-d data, `neg_energy(x)` $= -E(x)$:
+    Example, $\log Z$ of an energy-based model on 2-d data, `neg_energy(x)` $= -E(x)$::
 
-    ```python
-    base = scoreflow.analytic.Gaussian(jnp.zeros(2), jnp.full(2, 4.0))
-    kernel = scoreflow.solve.MALAKernel(0.05, base_step_size=1.0)
-    res = scoreflow.solve.ais(
-        neg_energy, base, num_chains=1000, betas=1000, kernel=kernel, key=key
-    )
-    res.log_z, res.stderr
-    ```
+        base = scoreflow.analytic.Gaussian(jnp.zeros(2), jnp.full(2, 4.0))
+        kernel = scoreflow.solve.MALAKernel(0.05, base_step_size=1.0)
+        res = scoreflow.solve.ais(
+            neg_energy, base, num_chains=1000, betas=1000, kernel=kernel, key=key
+        )
+        res.log_z, res.stderr
 
     Args:
         log_prob: $\log\tilde p$ up to its normaliser, on one example, `x -> scalar`
