@@ -244,3 +244,20 @@ def test_bad_input_names_the_argument():
         losses.contrastive_divergence(jnp.sum, jnp.zeros((4, 2)), jnp.zeros((4, 3)))
     with pytest.raises(ValueError, match="`high`|`low`"):
         models.EBM(Quadratic(jnp.zeros(2), jnp.asarray(0.0)), event_shape=(2,), low=1.0, high=0.0)
+
+
+def test_spectral_normalisation_bounds_the_energy_lipschitz_constant():
+    # Every weight divided by its largest singular value: with silu (slope <= 1.1) the MLP
+    # part of the energy is at most 1.1^depth-Lipschitz, whatever the weights' scale.
+    k1, k2 = jr.split(jr.key(0))
+
+    def build(spectral_norm):
+        net = nn.EnergyMLP((3,), 32, 2, scale=None, spectral_norm=spectral_norm, key=k1)
+        return jax.tree_util.tree_map(lambda a: 10 * a if eqx.is_inexact_array(a) else a, net)
+
+    net, plain = build(True), build(False)
+    x, y = jr.normal(k1, (500, 3)), jr.normal(k2, (500, 3))
+    ratio = jnp.abs(jax.vmap(net)(x) - jax.vmap(net)(y)) / jnp.linalg.norm(x - y, axis=1)
+    assert float(ratio.max()) <= 1.1**2
+    ratio = jnp.abs(jax.vmap(plain)(x) - jax.vmap(plain)(y)) / jnp.linalg.norm(x - y, axis=1)
+    assert float(ratio.max()) > 1.1**2  # the same weights, unnormalised, are not
