@@ -31,6 +31,19 @@ def _gaussian_data(n, key, mu=(1.0, -0.5), s=0.7):
     return jnp.asarray(mu)[None] + s * jr.normal(key, (n, len(mu)))
 
 
+def _fit(ebm, x, num_steps):
+    return train.fit(
+        ebm,
+        x,
+        num_steps=num_steps,
+        batch_size=256,
+        optimizer=train.default_optimizer(2e-2),
+        ema_decay=None,
+        progress=False,
+        key=jr.key(1),
+    )
+
+
 def test_cd_gradient_with_exact_negatives_is_the_likelihood_gradient():
     # The MLE gradient is the data term minus the model term: with exact samples of the
     # model as negatives, the CD surrogate's gradient is the negative log-likelihood's.
@@ -66,16 +79,7 @@ def test_nce_is_minimised_by_the_data_density_and_its_normaliser():
         low=-3.0,
         high=3.0,
     )
-    res = train.fit(
-        ebm,
-        x,
-        num_steps=1500,
-        batch_size=256,
-        optimizer=train.default_optimizer(2e-2),
-        ema_decay=None,
-        progress=False,
-        key=jr.key(1),
-    )
+    res = _fit(ebm, x, 1500)
     m = res.model
     assert_allclose(m.energy.mu, [1.0, -0.5], atol=0.08)
     assert_allclose(jnp.exp(m.energy.log_s), 0.7, atol=0.05)
@@ -91,16 +95,7 @@ def test_score_matching_of_the_energy_recovers_a_gaussian(kind):
         event_shape=(2,),
         training=models.EnergyScoreMatching(kind, num_slices=4),
     )
-    res = train.fit(
-        ebm,
-        x,
-        num_steps=800,
-        batch_size=256,
-        optimizer=train.default_optimizer(2e-2),
-        ema_decay=None,
-        progress=False,
-        key=jr.key(1),
-    )
+    res = _fit(ebm, x, 800)
     assert_allclose(res.model.energy.mu, [1.0, -0.5], atol=0.06)
     assert_allclose(jnp.exp(res.model.energy.log_s), 0.7, atol=0.04)
 
@@ -115,16 +110,7 @@ def test_denoising_score_matching_of_the_energy_is_dsm_at_one_level():
         event_shape=(2,),
         training=models.EnergyScoreMatching("denoising", sigma=0.3),
     )
-    res = train.fit(
-        ebm,
-        x,
-        num_steps=800,
-        batch_size=256,
-        optimizer=train.default_optimizer(2e-2),
-        ema_decay=None,
-        progress=False,
-        key=jr.key(1),
-    )
+    res = _fit(ebm, x, 800)
     assert_allclose(jnp.exp(res.model.energy.log_s), np.hypot(0.7, 0.3), atol=0.04)
 
 

@@ -25,6 +25,7 @@ from ..models import (
     AbstractLikelihoodBound,
     AbstractUnnormalisedLikelihood,
 )
+from ._normalise import AIS_LABEL, normalised
 
 _EVENT = (1, 8, 8)
 
@@ -215,9 +216,8 @@ def evaluate_digits(
         if likelihood == "normaliser":
             assert isinstance(model, AbstractUnnormalisedLikelihood)
             k_z, k_lik = jr.split(k_lik)
-            est = model.log_normaliser(key=k_z, **(normaliser_options or {}))
-            scored, log_z_se = model.with_log_normaliser(est.log_z), float(est.stderr)
-            label = "estimate (AIS)"
+            scored, log_z_se = normalised(model, normaliser_options, key=k_z)
+            label = AIS_LABEL
         bpd, bpd_se = _bpd(
             scored, jnp.asarray(raw[:n_test]), likelihood, options, batch_size, k_lik
         )

@@ -15,6 +15,7 @@ from ..models import (
     AbstractGenerativeModel,
     AbstractUnnormalisedLikelihood,
 )
+from ._normalise import AIS_LABEL, normalised
 
 
 @dataclasses.dataclass
@@ -95,12 +96,8 @@ def evaluate_2d(
         scored, log_z_se, label = model, 0.0, "exact"
         if unnormalised:
             k_z, k_lik = jr.split(k_lik)
-            z = model.log_normaliser(key=k_z, **(normaliser_options or {}))
-            scored, log_z_se, label = (
-                model.with_log_normaliser(z.log_z),
-                float(z.stderr),
-                ("estimate (AIS)"),
-            )
+            scored, log_z_se = normalised(model, normaliser_options, key=k_z)
+            label = AIS_LABEL
         log_q = jax.block_until_ready(
             scored.log_prob(x_eval, key=k_lik, **(log_prob_options or {}))
         )
