@@ -5,6 +5,7 @@ import importlib.metadata
 from . import analytic as analytic
 from . import bijections as bijections
 from . import data as data
+from . import guidance as guidance
 from . import losses as losses
 from . import metrics as metrics
 from . import models as models

@@ -90,3 +90,22 @@ def finite(x, name: str):
             raise ValueError(message)
         return x
     return eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), message)
+
+
+def labels(y, num_classes: int, name: str = "y", *, null: bool = False):
+    """Check integer class labels in `0..num_classes - 1` (or `num_classes`, the null label).
+
+    Concrete labels raise `ValueError` at once; traced ones at run time through
+    `equinox.error_if`. Returns `y` as an integer array.
+    """
+    y = jnp.asarray(y)
+    if not jnp.issubdtype(y.dtype, jnp.integer):
+        raise ValueError(f"`{name}` must hold integer class labels, got dtype {y.dtype}.")
+    top = num_classes if null else num_classes - 1
+    what = f"in 0..{top}" + (f" ({num_classes} is the null label)" if null else "")
+    value = concrete(y)
+    if value is not None:
+        if value.size and (value.min() < 0 or value.max() > top):
+            raise ValueError(f"`{name}` must be class labels {what}, got {value}.")
+        return y
+    return eqx.error_if(y, jnp.any((y < 0) | (y > top)), f"`{name}` must be class labels {what}.")

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 from .. import _checks
 from .._custom_types import Key, ScalarLike
@@ -105,6 +105,12 @@ class GaussianMixture(eqx.Module):
 
     def sample(self, num: int, *, key: Key) -> Float[Array, "{num} dim"]:
         """Draw `num` exact samples of $p_0$."""
+        return self.sample_components(num, key=key)[0]
+
+    def sample_components(
+        self, num: int, *, key: Key
+    ) -> tuple[Float[Array, "{num} dim"], Int[Array, " {num}"]]:
+        """Exact samples of $p_0$ and the component each was drawn from."""
         kc, kz = jr.split(key)
         comp = jr.categorical(kc, jnp.log(self.weights), shape=(num,))
         z = jr.normal(kz, (num, self.dim), self.means.dtype)
@@ -113,7 +119,7 @@ class GaussianMixture(eqx.Module):
         else:
             chol = jnp.linalg.cholesky(self.covariances)
             noise = jnp.einsum("nij,nj->ni", chol[comp], z)
-        return self.means[comp] + noise
+        return self.means[comp] + noise, comp
 
     def component_log_probs(self, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch K"]:
         r"""$\log w_k + \log N(x; \mu_k, \Sigma_k)$ for every component."""
@@ -139,6 +145,12 @@ class _Noisy(eqx.Module):
     mixture: GaussianMixture
     alpha: ScalarLike
     sigma: ScalarLike
+    # Log-weights replacing the mixture's, -inf for dropped components (a class's
+    # sub-mixture with a traced label); None: the mixture's own.
+    log_weights: Array | None = None
+
+    def _log_w(self):
+        return jnp.log(self.mixture.weights) if self.log_weights is None else self.log_weights
 
     def _per_component(self, x):
         # Returns log N_k(x) and the precision-times-residual P_k (x - alpha mu_k).
@@ -167,20 +179,20 @@ class _Noisy(eqx.Module):
 
     def _joint1(self, x):
         log_n, _ = self._per_component(x)
-        return jnp.log(self.mixture.weights) + log_n
+        return self._log_w() + log_n
 
     def _log_prob1(self, x):
         return jax.nn.logsumexp(self._joint1(x))
 
     def _score1(self, x):
         log_n, prec_r = self._per_component(x)
-        resp = jax.nn.softmax(jnp.log(self.mixture.weights) + log_n)
+        resp = jax.nn.softmax(self._log_w() + log_n)
         return -resp @ prec_r
 
     def _denoise1(self, x):
         m = self.mixture
         log_n, prec_r = self._per_component(x)
-        resp = jax.nn.softmax(jnp.log(m.weights) + log_n)
+        resp = jax.nn.softmax(self._log_w() + log_n)
         # E[x0 | x_t, k] = mu_k + alpha Sigma_k (Sigma_t,k)^{-1} (x - alpha mu_k)
         if m.diagonal:
             post = m.means + self.alpha * m.covariances * prec_r
@@ -199,6 +211,20 @@ class _Noisy(eqx.Module):
 
     def denoise(self, x):
         return jnp.vectorize(self._denoise1, signature="(d)->(d)")(x)
+
+
+def exact_output(noisy: _Noisy, parameterisation: str, x):
+    """The exact `parameterisation` quantity of a noisy mixture, each from its closed form."""
+    if parameterisation == "x0":
+        return noisy.denoise(x)
+    exact_score = noisy.score(x)
+    if parameterisation == "score":
+        return exact_score
+    alpha, sigma = jnp.asarray(noisy.alpha), jnp.asarray(noisy.sigma)
+    eps = -sigma * exact_score
+    if parameterisation == "eps":
+        return eps
+    return alpha * eps - sigma * noisy.denoise(x)
 
 
 class NoisyMixture(AbstractPrediction):
@@ -236,17 +262,7 @@ class NoisyMixture(AbstractPrediction):
 
     def __call__(self, t: ScalarLike, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch dim"]:
         r"""The exact `parameterisation` quantity at $(t, x)$."""
-        x = self.mixture._event(x)
-        if self.parameterisation == "x0":
-            return self._at(t).denoise(x)
-        exact_score = self._at(t).score(x)
-        if self.parameterisation == "score":
-            return exact_score
-        alpha, sigma = self.sde.marginal(t)
-        eps = -sigma * exact_score
-        if self.parameterisation == "eps":
-            return eps
-        return alpha * eps - sigma * self._at(t).denoise(x)
+        return exact_output(self._at(t), self.parameterisation, self.mixture._event(x))
 
     def log_prob(self, t: ScalarLike, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch"]:
         r"""Exact $\log p_t(x)$."""

@@ -1,6 +1,9 @@
 """SDEs of score-based generative modelling, their diffrax terms, and predictions."""
 
 from ._base import AbstractSDE as AbstractSDE
+from ._conditional import AbstractConditionalPrediction as AbstractConditionalPrediction
+from ._conditional import AbstractNoisyClassifier as AbstractNoisyClassifier
+from ._conditional import Conditioned as Conditioned
 from ._discrete_vp import DiscreteVPSDE as DiscreteVPSDE
 from ._discrete_vp import cosine_betas as cosine_betas
 from ._discrete_vp import linear_betas as linear_betas
