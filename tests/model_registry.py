@@ -21,6 +21,20 @@ import scoreflow as sf
 from scoreflow import models, nn
 
 
+def data(key, n=64):
+    """A training batch of the 2-d ring of eight Gaussians, scaled to unit spread."""
+    return sf.data.ring_mixture().sample(n, key=key) / 4
+
+
+def labelled_data(key, n=64):
+    """The ring's batch with labels `(x, y)`: each point's component index mod 3."""
+    ring = sf.data.ring_mixture()
+    k1, k2 = jr.split(key)
+    component = jr.randint(k1, (n,), 0, 8)
+    x = ring.means[component] + 0.5 * jr.normal(k2, (n, 2), ring.means.dtype)
+    return x / 4, component % 3
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelCase:
     """How the generic tests make and use one model.
@@ -34,6 +48,8 @@ class ModelCase:
         lr: learning rate of the few optimiser steps that must lower the loss.
         frozen: `model -> pytree` of what training must leave bit-for-bit alone (the
             schedule, a noise ladder, a fixed standardisation).
+        data: `(key, n) -> batch`, the model's training batch (`(x, y)` for a
+            conditional model).
     """
 
     build: Callable
@@ -42,6 +58,7 @@ class ModelCase:
     quadrature: tuple[float, float, int] = (-6.0, 6.0, 41)
     lr: float = 1e-2
     frozen: Callable = lambda model: None
+    data: Callable = data
 
 
 def _randomise_last(net, key, scale=0.3):
@@ -51,22 +68,18 @@ def _randomise_last(net, key, scale=0.3):
     return eqx.tree_at(lambda n: n.last.weight, net, w)
 
 
-def data(key, n=64):
-    """A training batch of the 2-d ring of eight Gaussians, scaled to unit spread."""
-    return sf.data.ring_mixture().sample(n, key=key) / 4
-
-
 class _NearStandardNormal(eqx.Module):
     # eps of standard normal data (sigma_t x under a VP SDE, whose marginals are all
     # N(0, I)) plus a small random network: a normalised density concentrated near the
     # origin, where a quadrature grid can see it (a bare random eps network puts the
     # mass of p_{t_min} at |x| ~ alpha_{t_min} / alpha_T, hundreds).
+    # With a class-conditional net it is conditional: `(t, x, y)`.
     sde: sf.sde.AbstractSDE
     net: nn.TimeMLP
 
-    def __call__(self, t, x):
+    def __call__(self, t, x, *y):
         sde = jax.lax.stop_gradient(self.sde)  # the schedule is not a parameter
-        return sde.marginal(t)[1] * x + self.net(t, x)
+        return sde.marginal(t)[1] * x + self.net(t, x, *y)
 
 
 def _score_sde(key):
@@ -84,6 +97,26 @@ def _ddpm(key):
     net = _randomise_last(nn.TimeMLP((2,), width=16, depth=2, key=k1), k2, scale=0.1)
     near = _NearStandardNormal(sf.sde.DiscreteVPSDE(betas), net)
     return models.DDPM(near, event_shape=(2,), betas=betas)
+
+
+def _conditional_net(key):
+    k1, k2 = jr.split(key)
+    net = nn.TimeMLP((2,), width=16, depth=2, num_classes=3, key=k1)
+    return _randomise_last(net, k2, scale=0.1)
+
+
+def _conditional_score_sde(key):
+    sde = sf.VPSDE(t_min=1e-3)
+    near = _NearStandardNormal(sde, _conditional_net(key))
+    return models.ConditionalScoreSDE(
+        sde, near, parameterisation="eps", event_shape=(2,), num_classes=3
+    )
+
+
+def _conditional_ddpm(key):
+    betas = sf.sde.linear_betas(20, 1e-3, 0.3)
+    near = _NearStandardNormal(sf.sde.DiscreteVPSDE(betas), _conditional_net(key))
+    return models.ConditionalDDPM(near, event_shape=(2,), num_classes=3, betas=betas)
 
 
 class _SigmaMLP(eqx.Module):
@@ -134,6 +167,21 @@ MODELS: dict[str, ModelCase] = {
         sample_options=dict(grid=sf.solve.UniformGrid(4)),
         log_prob_options=dict(rtol=1e-6, atol=1e-6),
         frozen=lambda m: m.sde,
+    ),
+    "conditional_score_sde": ModelCase(
+        _conditional_score_sde,
+        sample_options=dict(grid=sf.solve.UniformGrid(4)),
+        log_prob_options=dict(rtol=1e-6, atol=1e-6),
+        frozen=lambda m: m.sde,
+        data=labelled_data,
+    ),
+    "conditional_ddpm": ModelCase(
+        _conditional_ddpm,
+        sample_options=dict(num_steps=5),
+        log_prob_options=dict(rtol=1e-6, atol=1e-6),
+        quadrature=(-8.0, 8.0, 33),
+        frozen=lambda m: m.sde,
+        data=labelled_data,
     ),
     "ddpm": ModelCase(
         _ddpm,

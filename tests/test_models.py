@@ -21,6 +21,11 @@ NAMES = sorted(MODELS)
 EXACT = [n for n in NAMES if isinstance(MODELS[n].build(jr.key(0)), models.AbstractExactLikelihood)]
 
 
+def _events(batch):
+    # The examples of a model's batch: a conditional model's is the pair `(x, y)`.
+    return batch[0] if isinstance(batch, tuple) else batch
+
+
 def test_every_model_is_registered():
     assert model_classes() == registered_classes()
 
@@ -34,6 +39,8 @@ def test_likelihood_capability_is_declared_by_type():
         for name in NAMES
     }
     assert kinds == {
+        "conditional_ddpm": (True, False),
+        "conditional_score_sde": (True, False),
         "ddpm": (True, True),
         "ebm": (False, False),
         "ffjord": (True, False),
@@ -55,7 +62,7 @@ def test_likelihood_capability_is_declared_by_type():
 def test_loss_gradient_and_training_steps(name):
     case = MODELS[name]
     model = case.build(jr.key(1))
-    x = data(jr.key(2))
+    x = case.data(jr.key(2))
     key = jr.key(3)
     traces = []
 
@@ -76,7 +83,7 @@ def test_loss_gradient_and_training_steps(name):
     batched = eqx.filter_jit(eqx.filter_vmap(lambda k: model.loss(x, key=k)))(keys)
     assert_allclose(batched, [loss(model, x, k) for k in keys], rtol=1e-9)
     # No recompilation when only values change: another model, another batch.
-    loss(case.build(jr.key(4)), data(jr.key(5)), jr.key(6))
+    loss(case.build(jr.key(4)), case.data(jr.key(5)), jr.key(6))
     assert len(traces) == 1
     # A few steps of the one training loop lower the loss of a fixed batch and key.
     fixed = lambda m, _, *, key: m.loss(x, key=jr.key(7))
@@ -135,14 +142,18 @@ def test_save_load_is_bit_exact(name):
     buffer.seek(0)
     loaded = eqx.tree_deserialise_leaves(buffer, case.build(jr.key(2)))
     assert bool(eqx.tree_equal(eqx.filter(loaded, eqx.is_array), eqx.filter(model, eqx.is_array)))
-    x = data(jr.key(3), 8)
+    x = case.data(jr.key(3), 8)
     assert float(loaded.loss(x, key=jr.key(4))) == float(model.loss(x, key=jr.key(4)))
 
 
 # ScoreSDE's and DDPM's densities are the same probability-flow likelihood (checked
-# against exact densities in test_likelihood.py); the default run integrates DDPM's.
+# against exact densities in test_likelihood.py), and so are their conditional models'
+# (test_conditional.py); the default run integrates DDPM's and ConditionalDDPM's.
+SLOW_DENSITIES = ("score_sde", "conditional_score_sde")
+
+
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "score_sde" else n for n in EXACT]
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_DENSITIES else n for n in EXACT]
 )
 def test_exact_log_prob_integrates_to_one(name):
     # On a 2-d grid: the model's density sums to one (what every exact likelihood owes).
@@ -164,7 +175,7 @@ def test_exact_log_prob_vmaps_over_examples(name):
     # the batch as a whole).
     case = MODELS[name]
     model = case.build(jr.key(1))
-    x = data(jr.key(2), 4)
+    x = _events(case.data(jr.key(2), 4))
     one = eqx.filter_vmap(lambda xi: model.log_prob(xi[None], **case.log_prob_options)[0])(x)
     assert_allclose(one, model.log_prob(x, **case.log_prob_options), rtol=0, atol=2e-2)
 

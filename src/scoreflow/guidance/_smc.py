@@ -166,7 +166,9 @@ def _twisted_smc(posterior, num_particles, grid, ess_threshold, dtype, key):
         )
         ess = _ess(log_w)
         resample = ess < ess_threshold * num_particles
-        idx = jnp.where(resample, _systematic(k_res, log_w), jnp.arange(num_particles, dtype=jnp.int32))
+        idx = jnp.where(
+            resample, _systematic(k_res, log_w), jnp.arange(num_particles, dtype=jnp.int32)
+        )
         norm = jax.nn.logsumexp(log_w) - jnp.log(num_particles)
         log_z = log_z + jnp.where(resample, norm, 0.0)
         log_w = jnp.where(resample, jnp.zeros_like(log_w), log_w)

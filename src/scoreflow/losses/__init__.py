@@ -1,5 +1,6 @@
-"""Pure losses: score matching, contrastive divergence, noise-contrastive estimation."""
+"""Pure losses: score matching, noisy classifiers, contrastive divergence, NCE."""
 
+from ._classifier import noisy_classifier_loss as noisy_classifier_loss
 from ._contrastive import contrastive_divergence as contrastive_divergence
 from ._contrastive import noise_contrastive_estimation as noise_contrastive_estimation
 from ._dsm import denoising_score_matching as denoising_score_matching

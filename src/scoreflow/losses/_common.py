@@ -17,6 +17,14 @@ def check_choice(value, choices, name):
         raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
 
 
+def check_time_sampling(time_sampling):
+    if not isinstance(time_sampling, AbstractTimeSampling):
+        raise ValueError(
+            "`time_sampling` must be a `scoreflow.losses` time sampling (e.g. "
+            f"`UniformTime()`), got {time_sampling!r}."
+        )
+
+
 def check_options(sde, model, x, weighting, time_sampling, reduce) -> AbstractPrediction:
     """The checks every score-matching loss makes at its boundary."""
     check_model(sde, model)
@@ -25,14 +33,21 @@ def check_options(sde, model, x, weighting, time_sampling, reduce) -> AbstractPr
             "`weighting` must be a `scoreflow.losses` weighting (e.g. "
             f"`SigmaSquaredWeighting()`), got {weighting!r}."
         )
-    if not isinstance(time_sampling, AbstractTimeSampling):
-        raise ValueError(
-            "`time_sampling` must be a `scoreflow.losses` time sampling (e.g. "
-            f"`UniformTime()`), got {time_sampling!r}."
-        )
+    check_time_sampling(time_sampling)
     check_choice(reduce, REDUCTIONS, "reduce")
     _checks.batch_array(x, "x")
     return model
+
+
+def check_labels(y, x, num_classes, name, *, null=False):
+    """`y` as `(batch,)` integer class labels of the batch `x` (see `_checks.labels`)."""
+    y = _checks.labels(y, num_classes, name, null=null)
+    if y.shape != (x.shape[0],):
+        raise ValueError(
+            f"`{name}` must be ({x.shape[0]},) labels, one per example of `x` "
+            f"{tuple(x.shape)}, got shape {y.shape}."
+        )
+    return y
 
 
 def noisy_batch(sde: AbstractSDE, x, time_sampling, *, key):

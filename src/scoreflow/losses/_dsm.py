@@ -3,8 +3,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._custom_types import Key, Scalar
-from ..sde import AbstractPrediction, AbstractSDE, convert
-from ._common import check_options, native_scale, noisy_batch, reduce_event, stop
+from ..sde import AbstractConditionalPrediction, AbstractPrediction, AbstractSDE, convert
+from ._common import check_labels, check_options, native_scale, noisy_batch, reduce_event, stop
 from ._options import (
     AbstractTimeSampling,
     AbstractWeighting,
@@ -21,6 +21,7 @@ def denoising_score_matching(
     weighting: AbstractWeighting = SigmaSquaredWeighting(),
     time_sampling: AbstractTimeSampling = UniformTime(),
     reduce: str = "mean",
+    labels: Array | None = None,
     key: Key,
 ) -> Scalar:
     r"""Denoising score matching (Vincent 2011) for a model in any parameterisation.
@@ -50,6 +51,12 @@ def denoising_score_matching(
     objective), `LogNormalTime(p_mean, p_std)` (EDM's, which defines the objective) and
     `DiscreteTime(times)`.
 
+    With `labels` the model is a `scoreflow.sde.AbstractConditionalPrediction` and each
+    example is scored by `model(t, x_t, y)` with its own label (`num_classes`, the null
+    label, for the unconditional output): the conditional objective of classifier-free
+    training (Ho & Salimans 2022, arXiv:2207.12598, Algorithm 1), which draws the same
+    times and noise as the unconditional loss of the same key.
+
     Args:
         sde: the noising SDE.
         model: the model being trained (a `scoreflow.sde.AbstractPrediction`; it acts on
@@ -58,6 +65,8 @@ def denoising_score_matching(
         weighting: $\lambda(t)$.
         time_sampling: how $t$ is drawn.
         reduce: `"mean"` or `"sum"` over the event axes (then mean over the batch).
+        labels: `(batch,)` integer class labels in `0..model.num_classes` (the last is
+            the null label), or `None`: the model is called without one.
         key: PRNG key.
 
     Returns:
@@ -65,16 +74,24 @@ def denoising_score_matching(
 
     Raises:
         ValueError: on a model that does not say what it predicts, an unknown option,
-            or a batch without a batch axis.
+            a batch without a batch axis, or labels that are not `(batch,)` class
+            labels of a conditional model.
     """
     check_options(sde, model, x, weighting, time_sampling, reduce)
+    if labels is not None:
+        if not isinstance(model, AbstractConditionalPrediction):
+            raise ValueError(
+                "`model` must be a `scoreflow.sde.AbstractConditionalPrediction` to be "
+                f"trained with `labels`, got {type(model).__name__}."
+            )
+        labels = check_labels(labels, x, model.num_classes, "labels", null=True)
     sde = stop(sde)
     dtype = x.dtype
     parameterisation = model.parameterisation
     t, iw, eps, xt = noisy_batch(sde, x, time_sampling, key=key)
 
-    def one(t, xt, e):
-        out = model(t, xt)
+    def one(t, xt, e, *y):
+        out = model(t, xt, *y)
         if out.shape != xt.shape:
             raise ValueError(f"`model` must return the input's shape {xt.shape}, got {out.shape}.")
         target = convert(sde, t, xt, e, source="eps", target=parameterisation)
@@ -82,5 +99,5 @@ def denoising_score_matching(
         w = weighting(sde, t)
         return (w * (scale * (out - target)) ** 2).astype(dtype)
 
-    per = jax.vmap(one)(t, xt, eps)
+    per = jax.vmap(one)(t, xt, eps, *(() if labels is None else (labels,)))
     return jnp.mean(iw * reduce_event(per, reduce))

@@ -6,6 +6,10 @@ from ._base import AbstractGenerativeModel as AbstractGenerativeModel
 from ._base import AbstractLikelihoodBound as AbstractLikelihoodBound
 from ._base import AbstractStatefulModel as AbstractStatefulModel
 from ._base import AbstractUnnormalisedLikelihood as AbstractUnnormalisedLikelihood
+from ._conditional import AbstractConditionalModel as AbstractConditionalModel
+from ._conditional import ConditionalDDPM as ConditionalDDPM
+from ._conditional import ConditionalScoreSDE as ConditionalScoreSDE
+from ._conditional import NoisyClassifier as NoisyClassifier
 from ._ddpm import DDPM as DDPM
 from ._ebm import EBM as EBM
 from ._ebm import AbstractEBMTraining as AbstractEBMTraining

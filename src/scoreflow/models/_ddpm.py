@@ -38,6 +38,27 @@ def _discretised_gaussian_log_prob(x, mean, std, levels, data_range):
     return jnp.sum(_log_diff_cdf(lower, upper))
 
 
+def sampling_options(sde: DiscreteVPSDE, method: str, num_steps, solver) -> dict:
+    """DDPM's sampler: a grid on the training steps and its default solver per method."""
+    check_method(method, ("ode", "sde"))
+    N = sde.num_steps
+    n = (N if method == "sde" else min(50, N)) if num_steps is None else num_steps
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= N:
+        raise ValueError(f"`num_steps` must be an int in [1, {N}], got {n!r}.")
+    idx = np.unique(np.round(np.linspace(N, 1, n + 1)).astype(int))[::-1]
+    if solver is None:
+        solver = solve.StochasticDDIM(1.0) if method == "sde" else solve.DDIM()
+    return dict(grid=solve.CustomGrid(jnp.asarray(idx / N)), solver=solver)
+
+
+def l_simple(sde: DiscreteVPSDE, model, x, *, labels=None, key: Key) -> Scalar:
+    r"""$L_{\rm simple}$ (Ho et al. 2020, eq. 14): denoising score matching on the steps."""
+    time_sampling = losses.DiscreteTime(sde.step_times())
+    return losses.denoising_score_matching(
+        sde, model, x, time_sampling=time_sampling, labels=labels, key=key
+    )
+
+
 class DDPM(AbstractExactLikelihood, AbstractLikelihoodBound, AbstractPrediction):
     r"""Denoising diffusion probabilistic model (Ho et al. 2020, arXiv:2006.11239).
 
@@ -75,21 +96,7 @@ class DDPM(AbstractExactLikelihood, AbstractLikelihoodBound, AbstractPrediction)
     def loss(self, x: Float[Array, "batch ..."], *, key: Key) -> Scalar:
         r"""$L_{\rm simple}$ on a batch (denoising score matching on DDPM's steps)."""
         check_event(x, self.event_shape)
-        return losses.denoising_score_matching(
-            self.sde,
-            self,
-            x,
-            time_sampling=losses.DiscreteTime(self.sde.step_times()),
-            key=key,
-        )
-
-    def _grid(self, num_steps, default):
-        N = self.sde.num_steps
-        n = default if num_steps is None else num_steps
-        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= N:
-            raise ValueError(f"`num_steps` must be an int in [1, {N}], got {n!r}.")
-        idx = np.unique(np.round(np.linspace(N, 1, n + 1)).astype(int))[::-1]
-        return solve.CustomGrid(jnp.asarray(idx / N))
+        return l_simple(self.sde, self, x, key=key)
 
     def sample(
         self,
@@ -118,14 +125,8 @@ class DDPM(AbstractExactLikelihood, AbstractLikelihoodBound, AbstractPrediction)
         Returns:
             `(*sample_shape, *event_shape)` samples.
         """
-        check_method(method, ("ode", "sde"))
-        N = self.sde.num_steps
-        grid = self._grid(num_steps, N if method == "sde" else min(50, N))
-        if solver is None:
-            solver = solve.StochasticDDIM(1.0) if method == "sde" else solve.DDIM()
-        return sample_dynamics(
-            self, sample_shape, method, dtype, key, dict(grid=grid, solver=solver)
-        )
+        options = sampling_options(self.sde, method, num_steps, solver)
+        return sample_dynamics(self, sample_shape, method, dtype, key, options)
 
     def log_prob(
         self, x: Float[Array, "batch ..."], *, key: Key | None = None, **options

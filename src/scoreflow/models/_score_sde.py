@@ -14,12 +14,23 @@ from ._base import AbstractExactLikelihood, check_event, check_method
 OBJECTIVES = ("denoising", "sliced", "implicit")
 
 
-def sample_dynamics(model, sample_shape, method, dtype, key, options):
-    """Samples of `model` through `scoreflow.solve.sample`, in the models' shape rule."""
+def sample_dynamics(model, sample_shape, method, dtype, key, options, prediction=None):
+    """Samples of `model` through `scoreflow.solve.sample`, in the models' shape rule.
+
+    `prediction` is what the dynamics follow (default `model` itself; a conditional
+    model passes `model.condition(y)`).
+    """
     check_method(method, ("ode", "sde"))
     shape, n = model._flat_shape(sample_shape)
+    prediction = model if prediction is None else prediction
     res = solve.sample(
-        model.sde, model, (n, *model.event_shape), method=method, dtype=dtype, key=key, **options
+        model.sde,
+        prediction,
+        (n, *model.event_shape),
+        method=method,
+        dtype=dtype,
+        key=key,
+        **options,
     )
     return res.samples.reshape(*shape, *model.event_shape)
 

@@ -1,5 +1,6 @@
-"""Architectures: time-conditioned networks for score models and flows; energy networks."""
+"""Architectures: time-conditioned networks for score models, flows and classifiers; energies."""
 
+from ._classifier import TimeConvClassifier as TimeConvClassifier
 from ._concat_squash import ConcatSquashLinear as ConcatSquashLinear
 from ._concat_squash import ConcatSquashMLP as ConcatSquashMLP
 from ._conditioning import LogNoiseLevel as LogNoiseLevel
@@ -8,5 +9,6 @@ from ._edm import EDMPrecond as EDMPrecond
 from ._embeddings import GaussianFourierEmbedding as GaussianFourierEmbedding
 from ._embeddings import SinusoidalEmbedding as SinusoidalEmbedding
 from ._energy import EnergyMLP as EnergyMLP
+from ._labels import LabelEmbedding as LabelEmbedding
 from ._mlp import TimeMLP as TimeMLP
 from ._unet import UNet as UNet

@@ -4,10 +4,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from .. import _checks
 from ._embeddings import GaussianFourierEmbedding, SinusoidalEmbedding
 from ._init import zero_output
+from ._labels import LabelEmbedding, add_label, label_embedding
 
 
 def _groups(ch):
@@ -43,6 +45,13 @@ class _ResBlock(eqx.Module):
         return h + (x if self.skip is None else self.skip(x))
 
 
+def time_features(embed, temb, time_transform, t, dtype, label_embed=None, y=None):
+    """The conditioning vector of a convolutional network: `temb(embed(c(t)) + label(y))`."""
+    t = jnp.asarray(t).astype(dtype)
+    c = t if time_transform is None else time_transform(t)
+    return temb(add_label(embed(c), label_embed, y))
+
+
 class UNet(eqx.Module):
     r"""A small time-conditioned U-Net for images `(channels, H, W)`, 8×8 up to 32×32.
 
@@ -50,6 +59,11 @@ class UNet(eqx.Module):
     3×3 convolutions, additive time embedding) per resolution, stride-2 convolutions
     down, nearest-neighbour upsampling and skip concatenation up. `H` and `W` must be
     divisible by $2^{\text{len(channel\_mults)} - 1}$.
+
+    With `num_classes` it is class-conditional, `(t, x, y)`: a learned label embedding
+    (`LabelEmbedding`; `y=None` is the null label) is added to the time embedding before
+    the time MLP, as in Ho & Salimans 2022 (arXiv:2207.12598). It does not change the
+    parameters the other layers get from `key`.
 
     Args:
         data_shape: `(channels, H, W)`.
@@ -59,6 +73,7 @@ class UNet(eqx.Module):
         embedding: `"fourier"` or `"sinusoidal"`.
         embedding_scale: standard deviation of the Fourier frequencies.
         time_transform: map applied to $t$ before embedding; default identity.
+        num_classes: number of classes of a class-conditional network, or `None`.
         key: PRNG key.
     """
 
@@ -73,6 +88,7 @@ class UNet(eqx.Module):
     conv_out: eqx.nn.Conv2d
     data_shape: tuple[int, int, int] = eqx.field(static=True)
     time_transform: Callable | None
+    label_embed: LabelEmbedding | None
 
     def __init__(
         self,
@@ -83,11 +99,14 @@ class UNet(eqx.Module):
         embedding: str = "fourier",
         embedding_scale: float = 16.0,
         time_transform: Callable | None = None,
+        num_classes: int | None = None,
         *,
         key: PRNGKeyArray,
     ):
         if len(data_shape) != 3:
             raise ValueError(f"`data_shape` must be (channels, H, W), got {data_shape}.")
+        if num_classes is not None:
+            _checks.positive_int(num_classes, "num_classes")
         c, h, w = data_shape
         f = 2 ** (len(channel_mults) - 1)
         if h % f or w % f:
@@ -120,14 +139,21 @@ class UNet(eqx.Module):
         self.norm_out = eqx.nn.GroupNorm(_groups(prev), prev)
         conv_out = eqx.nn.Conv2d(prev, c, 3, padding=1, key=next(keys))
         self.conv_out = zero_output(conv_out)
+        self.label_embed = label_embedding(num_classes, embed_dim, key)
 
-    def __call__(self, t: Float[Array, ""], x: Float[Array, "c h w"]) -> Float[Array, "c h w"]:
+    @property
+    def num_classes(self) -> int | None:
+        """The number of classes of a class-conditional network, else `None`."""
+        return None if self.label_embed is None else self.label_embed.num_classes
+
+    def __call__(
+        self, t: Float[Array, ""], x: Float[Array, "c h w"], y: Int[Array, ""] | int | None = None
+    ) -> Float[Array, "c h w"]:
+        """The output at one image; `y` the class label (`None`: the null label)."""
         if x.shape != self.data_shape:
             raise ValueError(f"`x` must have shape {self.data_shape}, got {x.shape}.")
         dtype = self.conv_in.weight.dtype
-        t = jnp.asarray(t).astype(dtype)
-        c = t if self.time_transform is None else self.time_transform(t)
-        e = self.temb(self.embed(c))
+        e = time_features(self.embed, self.temb, self.time_transform, t, dtype, self.label_embed, y)
         h = self.conv_in(x.astype(dtype))
         skips = []
         for i, block in enumerate(self.down):

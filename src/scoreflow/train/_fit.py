@@ -65,8 +65,38 @@ def _stateful_loss(model, x, state, *, key):
 def _draw(data, batch_size, key):
     if callable(data) and not isinstance(data, jax.Array):
         return data(batch_size, key=key)
-    idx = jr.randint(key, (batch_size,), 0, data.shape[0])
-    return data[idx]
+    # One draw of row indices for every leaf: the rows of `(x, y)` stay paired. An array
+    # is a one-leaf pytree, so array data draws exactly what it always drew.
+    n = jax.tree_util.tree_leaves(data)[0].shape[0]
+    idx = jr.randint(key, (batch_size,), 0, n)
+    return jax.tree_util.tree_map(lambda leaf: leaf[idx], data)
+
+
+def _check_data(data):
+    # An array `(N, *event)`, or a pytree of arrays `(N, ...)` with one leading axis N.
+    if isinstance(data, (jax.Array, np.ndarray)):
+        data = jnp.asarray(data)
+        if data.ndim < 2 or data.shape[0] < 1:
+            raise ValueError(f"`data` must have shape (N, *event) with N >= 1, got {data.shape}.")
+        return data
+    leaves, treedef = jax.tree_util.tree_flatten(data)
+    if not leaves:
+        raise ValueError(f"`data` must hold at least one array, got {data!r}.")
+    bad = [type(leaf).__name__ for leaf in leaves if not isinstance(leaf, (jax.Array, np.ndarray))]
+    if bad:
+        raise ValueError(
+            "`data` must be an array, a pytree of arrays (such as `(x, y)`) or a sampler; "
+            f"it has leaves of type {', '.join(sorted(set(bad)))}."
+        )
+    leaves = [jnp.asarray(leaf) for leaf in leaves]
+    shapes = [leaf.shape for leaf in leaves]
+    if any(len(s) < 1 for s in shapes) or len({s[0] for s in shapes}) != 1:
+        raise ValueError(
+            f"`data`'s arrays must share their leading axis (N rows), got shapes {shapes}."
+        )
+    if shapes[0][0] < 1:
+        raise ValueError(f"`data` must have N >= 1 rows, got shapes {shapes}.")
+    return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 @functools.lru_cache(maxsize=32)
@@ -136,7 +166,7 @@ def _make_chunk(optimizer, loss_fn, filter_spec, ema_decay, batch_size, chunk, d
 
 def fit(
     model: PyTree,
-    data: Array | Callable[..., Array],
+    data: PyTree | Callable[..., PyTree],
     *,
     num_steps: int,
     batch_size: int = 256,
@@ -154,11 +184,12 @@ def fit(
 ) -> FitResult:
     r"""Train any module that has `loss(x, *, key)`, by one loop.
 
-    Each step draws a batch (with replacement) from `data`, differentiates the loss with
-    respect to the leaves selected by `filter_spec`, applies the optax `optimizer` and
-    updates the EMA of the parameters. Steps run in jitted chunks of `steps_per_chunk`
-    (`jax.lax.scan`), so Python is touched once per chunk: that is when the progress bar
-    moves, losses are checked and checkpoints are written.
+    Each step draws a batch (with replacement) from `data`, the same random rows of
+    every array (so the pairs of a conditional model's `(x, y)` stay together),
+    differentiates the loss with respect to the leaves selected by `filter_spec`, applies
+    the optax `optimizer` and updates the EMA of the parameters. Steps run in jitted
+    chunks of `steps_per_chunk` (`jax.lax.scan`), so Python is touched once per chunk:
+    that is when the progress bar moves, losses are checked and checkpoints are written.
 
     **State** is an explicit `TrainState` (model, optimiser state, EMA, step, carry key).
     The carry key is split once per step, so a run resumed from a checkpoint (written at
@@ -181,7 +212,9 @@ def fit(
 
     Args:
         model: the module to train (a `ScoreSDE`, `DDPM`, `NCSN`, a flow, ...).
-        data: `(N, *event)` array, or a sampler `data(batch_size, *, key) -> array`.
+        data: `(N, *event)` array; a pytree of arrays with a common leading axis `N`,
+            such as `(x, y)` with `(N, *event)` data and `(N,)` labels (the batch is
+            the same pytree); or a sampler `data(batch_size, *, key) -> batch`.
         num_steps: total optimisation steps (counting those of a resumed state).
         batch_size: examples per step.
         optimizer: optax transformation (default `default_optimizer(1e-3)`: AdamW, global
@@ -212,10 +245,7 @@ def fit(
         raise ValueError(f"`ema_decay` must lie in [0, 1), got {ema_decay}.")
     data_is_fn = callable(data) and not isinstance(data, jax.Array)
     if not data_is_fn:
-        if not isinstance(data, jax.Array):
-            data = jnp.asarray(data)
-        if data.ndim < 2 or data.shape[0] < 1:
-            raise ValueError(f"`data` must have shape (N, *event) with N >= 1, got {data.shape}.")
+        data = _check_data(data)
     optimizer = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
     loss_fn = _default_loss if loss_fn is None else loss_fn
     model_state = None
