@@ -175,6 +175,7 @@ def test_condition_with_a_traced_label_samples_each_class():
     assert_allclose(model.log_prob(x, y=2), want, atol=2e-2)
 
 
+@pytest.mark.slow  # a few hundred training steps; the digits benchmark trains one in full
 def test_noisy_classifier_is_sharp_at_small_t_and_at_chance_at_large_t():
     sde = sf.VPSDE()
     k1, k2, k3 = jr.split(jr.key(5), 3)

@@ -77,7 +77,8 @@ def twisted_smc(
     $N(y; x_k, \sigma_y^2)$): the weighted particles then target the chain's own
     conditional, whatever $\tilde p$ is, as `num_particles` grows. Particles are
     resampled (systematic resampling) when the effective sample size falls below
-    `ess_threshold * num_particles`, and once at the end.
+    `ess_threshold * num_particles`, and once at the end. The twist acts at every level
+    (`posterior.max_noise_level` is not used: the weights correct any twist).
 
     Args:
         posterior: the twist: a `PosteriorSampling` of the unconditional model, mask and
