@@ -92,6 +92,14 @@ def finite(x, name: str):
     return eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), message)
 
 
+def label(y, num_classes: int, name: str = "y", *, null: bool = False):
+    """`labels` for one label: also raise unless `y` is a scalar."""
+    y = labels(y, num_classes, name, null=null)
+    if y.shape != ():
+        raise ValueError(f"`{name}` must be one label (a scalar), got shape {y.shape}.")
+    return y
+
+
 def labels(y, num_classes: int, name: str = "y", *, null: bool = False):
     """Check integer class labels in `0..num_classes - 1` (or `num_classes`, the null label).
 

@@ -2,11 +2,15 @@ from jaxtyping import Array, Float, Int
 
 from .. import _checks
 from .._custom_types import ScalarLike
-from ..sde import AbstractNoisyClassifier, AbstractPrediction, AbstractSDE
+from ..sde import (
+    AbstractNoisyClassifier,
+    AbstractPrediction,
+    AbstractWrappedPrediction,
+)
 from ._common import check_prediction, check_scale, shift
 
 
-class ClassifierGuidance(AbstractPrediction):
+class ClassifierGuidance(AbstractWrappedPrediction):
     r"""Classifier guidance: $\nabla\log p_t(x) + w\,\nabla_x\log p(y \mid x_t = x)$.
 
     Song et al. 2021 (arXiv:2011.13456, sec. 5, eq. 14): the score of the conditional
@@ -52,19 +56,9 @@ class ClassifierGuidance(AbstractPrediction):
                 f"predicts under a {type(model.sde).__name__}."
             )
         self.classifier = classifier
-        y = _checks.labels(y, classifier.num_classes, "y")
-        if y.shape != ():
-            raise ValueError(f"`y` must be one label (a scalar), got shape {y.shape}.")
+        y = _checks.label(y, classifier.num_classes, "y")
         self.y = y
         self.scale = check_scale(scale)
-
-    @property
-    def sde(self) -> AbstractSDE:  # pyright: ignore[reportIncompatibleVariableOverride]
-        return self.model.sde
-
-    @property
-    def parameterisation(self) -> str:  # pyright: ignore[reportIncompatibleVariableOverride]
-        return self.model.parameterisation
 
     def __call__(self, t: ScalarLike, x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
         out = self.model(t, x)

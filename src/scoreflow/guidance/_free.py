@@ -4,12 +4,16 @@ from jaxtyping import Array, Float, Int
 
 from .. import _checks
 from .._custom_types import ScalarLike
-from ..sde import AbstractConditionalPrediction, AbstractPrediction, AbstractSDE, convert
+from ..sde import (
+    AbstractConditionalPrediction,
+    AbstractWrappedPrediction,
+    convert,
+)
 from ..sde._parameterisation import check_parameterisation
 from ._common import check_scale
 
 
-class ClassifierFreeGuidance(AbstractPrediction):
+class ClassifierFreeGuidance(AbstractWrappedPrediction):
     r"""Classifier-free guidance, $(1 + w)\,\hat\varepsilon(x, y) - w\,\hat\varepsilon(x)$.
 
     Ho & Salimans 2022 (arXiv:2207.12598, eq. 6). The weights sum to one and every
@@ -50,7 +54,8 @@ class ClassifierFreeGuidance(AbstractPrediction):
             rescale that is not finite (or a rescale outside [0, 1]), or a bad interval.
     """
 
-    model: AbstractConditionalPrediction
+    # Narrower than `AbstractWrappedPrediction.model`: safe, a module is immutable.
+    model: AbstractConditionalPrediction  # pyright: ignore[reportIncompatibleVariableOverride]
     y: Int[Array, ""]
     scale: Float[Array, ""]
     rescale: float = eqx.field(static=True)
@@ -73,10 +78,8 @@ class ClassifierFreeGuidance(AbstractPrediction):
                 "AbstractConditionalPrediction`: `ConditionalScoreSDE`, `ConditionalDDPM`, "
                 f"`ClassMixture.noised(sde)`), got {type(model).__name__}."
             )
-        self.model = model
-        y = _checks.labels(y, model.num_classes, "y")
-        if y.shape != ():
-            raise ValueError(f"`y` must be one label (a scalar), got shape {y.shape}.")
+        self.model = model  # pyright: ignore[reportIncompatibleVariableOverride]
+        y = _checks.label(y, model.num_classes, "y")
         self.y = y
         self.scale = check_scale(scale)
         phi = float(rescale)
@@ -93,14 +96,6 @@ class ClassifierFreeGuidance(AbstractPrediction):
             )
             interval = (lo, hi)
         self.interval = interval
-
-    @property
-    def sde(self) -> AbstractSDE:  # pyright: ignore[reportIncompatibleVariableOverride]
-        return self.model.sde
-
-    @property
-    def parameterisation(self) -> str:  # pyright: ignore[reportIncompatibleVariableOverride]
-        return self.model.parameterisation
 
     def __call__(self, t: ScalarLike, x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
         cond = self.model(t, x, self.y)

@@ -15,23 +15,15 @@ from jaxtyping import Array, Bool, Float
 
 from .. import _checks
 from .._custom_types import ScalarLike
-from ..sde import AbstractPrediction, AbstractSDE, convert
+from ..sde import AbstractPrediction, AbstractWrappedPrediction, convert
 from ._common import check_mask, check_prediction, shift
 
 
-class _AbstractInpainting(AbstractPrediction):
+class _AbstractInpainting(AbstractWrappedPrediction):
     # The shared fields and boundary checks of the two inpainting transforms.
     model: AbstractPrediction
     mask: Bool[Array, "..."]
     observation: Float[Array, "..."]
-
-    @property
-    def sde(self) -> AbstractSDE:  # pyright: ignore[reportIncompatibleVariableOverride]
-        return self.model.sde
-
-    @property
-    def parameterisation(self) -> str:  # pyright: ignore[reportIncompatibleVariableOverride]
-        return self.model.parameterisation
 
     def _check(self, x):
         if x.shape != self.mask.shape:

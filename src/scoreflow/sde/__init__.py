@@ -9,6 +9,7 @@ from ._discrete_vp import cosine_betas as cosine_betas
 from ._discrete_vp import linear_betas as linear_betas
 from ._langevin import langevin_terms as langevin_terms
 from ._parameterisation import AbstractPrediction as AbstractPrediction
+from ._parameterisation import AbstractWrappedPrediction as AbstractWrappedPrediction
 from ._parameterisation import Prediction as Prediction
 from ._parameterisation import convert as convert
 from ._subvp import SubVPSDE as SubVPSDE

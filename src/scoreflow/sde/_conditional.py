@@ -16,7 +16,7 @@ from jaxtyping import Array, Float, Int
 from .. import _checks
 from .._custom_types import ScalarLike
 from ._base import AbstractSDE
-from ._parameterisation import AbstractPrediction
+from ._parameterisation import AbstractPrediction, AbstractWrappedPrediction
 
 
 class AbstractConditionalPrediction(AbstractPrediction):
@@ -42,7 +42,7 @@ class AbstractConditionalPrediction(AbstractPrediction):
         return Conditioned(self, y)
 
 
-class Conditioned(AbstractPrediction):
+class Conditioned(AbstractWrappedPrediction):
     r"""A conditional prediction with its label fixed: $p_t(x \mid y)$.
 
     Args:
@@ -54,23 +54,14 @@ class Conditioned(AbstractPrediction):
         ValueError: on a label that is not an integer scalar, or out of range.
     """
 
-    model: AbstractConditionalPrediction
+    # Narrower than `AbstractWrappedPrediction.model`: safe, a module is immutable.
+    model: AbstractConditionalPrediction  # pyright: ignore[reportIncompatibleVariableOverride]
     y: Int[Array, ""]
 
     def __init__(self, model: AbstractConditionalPrediction, y):
-        self.model = model
-        y = _checks.labels(y, model.num_classes, "y", null=True)
-        if y.shape != ():
-            raise ValueError(f"`y` must be one label (a scalar), got shape {y.shape}.")
+        self.model = model  # pyright: ignore[reportIncompatibleVariableOverride]
+        y = _checks.label(y, model.num_classes, "y", null=True)
         self.y = y
-
-    @property
-    def sde(self) -> AbstractSDE:  # pyright: ignore[reportIncompatibleVariableOverride]
-        return self.model.sde
-
-    @property
-    def parameterisation(self) -> str:  # pyright: ignore[reportIncompatibleVariableOverride]
-        return self.model.parameterisation
 
     def __call__(self, t: ScalarLike, x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
         return self.model(t, x, self.y)

@@ -131,6 +131,23 @@ class AbstractPrediction(eqx.Module):
         return self._read("v", t, x)
 
 
+class AbstractWrappedPrediction(AbstractPrediction):
+    """A prediction made from another one, `model`, with that model's SDE and parameterisation.
+
+    Conditioned models, guided models and inpainting transforms are these.
+    """
+
+    model: eqx.AbstractVar[AbstractPrediction]
+
+    @property
+    def sde(self) -> AbstractSDE:  # pyright: ignore[reportIncompatibleVariableOverride]
+        return self.model.sde
+
+    @property
+    def parameterisation(self) -> str:  # pyright: ignore[reportIncompatibleVariableOverride]
+        return self.model.parameterisation
+
+
 class Prediction(AbstractPrediction):
     """A network `(t, x) -> array` together with what it predicts.
 
