@@ -7,6 +7,7 @@ from ..sde import (
     AbstractPrediction,
     AbstractWrappedPrediction,
 )
+from ..solve._shared._model import check_classifier
 from ._common import check_prediction, check_scale, shift
 
 
@@ -45,17 +46,7 @@ class ClassifierGuidance(AbstractWrappedPrediction):
         self, model: AbstractPrediction, classifier: AbstractNoisyClassifier, y, scale=1.0
     ):
         self.model = check_prediction(model)
-        if not isinstance(classifier, AbstractNoisyClassifier):
-            raise ValueError(
-                "`classifier` must be a `scoreflow.sde.AbstractNoisyClassifier` (e.g. "
-                f"`scoreflow.models.NoisyClassifier`), got {type(classifier).__name__}."
-            )
-        if type(classifier.sde) is not type(model.sde):
-            raise ValueError(
-                f"`classifier` was built for a {type(classifier.sde).__name__}, but `model` "
-                f"predicts under a {type(model.sde).__name__}."
-            )
-        self.classifier = classifier
+        self.classifier = check_classifier(model.sde, classifier)
         y = _checks.label(y, classifier.num_classes, "y")
         self.y = y
         self.scale = check_scale(scale)

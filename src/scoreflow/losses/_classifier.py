@@ -5,6 +5,7 @@ from jaxtyping import Array, Float
 from .. import _checks
 from .._custom_types import Key, Scalar
 from ..sde import AbstractNoisyClassifier, AbstractSDE
+from ..solve._shared._model import check_classifier
 from ._common import check_labels, check_time_sampling, noisy_batch, stop
 from ._options import AbstractTimeSampling, UniformTime
 
@@ -46,16 +47,7 @@ def noisy_classifier_loss(
             `(num_classes,)` log-probabilities, an unknown time sampling, or labels that
             are not `(batch,)` class labels of `x`.
     """
-    if not isinstance(classifier, AbstractNoisyClassifier):
-        raise ValueError(
-            "`classifier` must be a `scoreflow.sde.AbstractNoisyClassifier` (e.g. "
-            f"`scoreflow.models.NoisyClassifier`), got {type(classifier).__name__}."
-        )
-    if type(classifier.sde) is not type(sde):
-        raise ValueError(
-            f"`classifier` classifies noisy data of a {type(classifier.sde).__name__}, but "
-            f"`sde` is a {type(sde).__name__}."
-        )
+    check_classifier(sde, classifier)
     check_time_sampling(time_sampling)
     _checks.batch_array(x, "x")
     y = check_labels(y, x, classifier.num_classes, "y")

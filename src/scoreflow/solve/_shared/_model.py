@@ -1,4 +1,4 @@
-from ...sde import AbstractPrediction, AbstractSDE
+from ...sde import AbstractNoisyClassifier, AbstractPrediction, AbstractSDE
 
 
 def check_model(sde: AbstractSDE, model, name: str = "model") -> AbstractPrediction:
@@ -22,3 +22,25 @@ def check_model(sde: AbstractSDE, model, name: str = "model") -> AbstractPredict
             "schedule than the one being solved."
         )
     return model
+
+
+def check_classifier(
+    sde: AbstractSDE, classifier, name: str = "classifier"
+) -> AbstractNoisyClassifier:
+    """Check that `classifier` classifies noisy data of this kind of SDE.
+
+    Raises:
+        ValueError: if `classifier` is not a `scoreflow.sde.AbstractNoisyClassifier`, or
+            was built for another type of SDE than `sde`.
+    """
+    if not isinstance(classifier, AbstractNoisyClassifier):
+        raise ValueError(
+            f"`{name}` must be a `scoreflow.sde.AbstractNoisyClassifier` (e.g. "
+            f"`scoreflow.models.NoisyClassifier`), got {type(classifier).__name__}."
+        )
+    if type(classifier.sde) is not type(sde):
+        raise ValueError(
+            f"`{name}` classifies noisy data of a {type(classifier.sde).__name__}, but "
+            f"the model's SDE is a {type(sde).__name__}."
+        )
+    return classifier
