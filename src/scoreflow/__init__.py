@@ -13,6 +13,8 @@ from . import nn as nn
 from . import sde as sde
 from . import solve as solve
 from . import train as train
+from ._serialise import load as load
+from ._serialise import save as save
 from .analytic import Gaussian as Gaussian
 from .analytic import GaussianMixture as GaussianMixture
 from .models import DDPM as DDPM

@@ -1,5 +1,8 @@
 """The training loop: `fit`, explicit state, checkpoints, optimisers."""
 
+from .._serialise import CheckpointError as CheckpointError
+from .._serialise import CheckpointMismatch as CheckpointMismatch
+from ._checkpoint import checkpoint_info as checkpoint_info
 from ._checkpoint import load_checkpoint as load_checkpoint
 from ._checkpoint import save_checkpoint as save_checkpoint
 from ._fit import FitResult as FitResult

@@ -14,7 +14,7 @@ from jaxtyping import Array, PyTree
 from .. import _checks
 from .._custom_types import Key
 from ..models import AbstractStatefulModel
-from ._checkpoint import load_checkpoint, save_checkpoint
+from ._checkpoint import load_checkpoint_and_history, save_checkpoint
 from ._optim import default_optimizer
 from ._state import TrainState, init_state
 
@@ -42,12 +42,21 @@ class FitResult(eqx.Module):
             when EMA is off.
         state: the final `TrainState` (pass it back to `fit` to continue).
         losses: per-step losses of this call, `(steps_run,)` NumPy array.
+        history: the whole run's record, resumed parts included (it is stored in the
+            checkpoint): `"loss"` per step from step 1, and with validation
+            `"validation_step"` and `"validation_loss"`.
+        best_model: with validation, the evaluated model (EMA weights if kept) of the
+            lowest validation loss seen in this call; `None` without validation.
+        stopped_early: whether `patience` ended the run before `num_steps`.
     """
 
     model: PyTree
     ema_model: PyTree
     state: TrainState
     losses: np.ndarray
+    history: dict = eqx.field(default_factory=dict)
+    best_model: PyTree = None
+    stopped_early: bool = False
 
 
 # One object, so that repeated `fit` calls without an optimiser reuse the compiled chunk.
@@ -177,8 +186,13 @@ def fit(
     filter_spec=eqx.is_inexact_array,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
+    checkpoint_metadata: dict | None = None,
     resume: bool = True,
+    strict_resume: bool = True,
     state: TrainState | None = None,
+    validation: PyTree | float | None = None,
+    validate_every: int | None = None,
+    patience: int | None = None,
     progress: bool = True,
     key: Key,
 ) -> FitResult:
@@ -198,6 +212,18 @@ def fit(
     **Divergence.** If a loss is NaN or infinite, `fit` raises `TrainingDiverged` naming
     the step; the chunk is discarded, the error carries the last good state and the
     checkpoint on disk is left as it was (the last good one).
+
+    **Resuming** checks that the model and optimiser given are the ones the checkpoint
+    was written for (classes, hyperparameters, parameterisation, shapes, dtypes) and
+    raises `CheckpointMismatch` naming every differing field; `strict_resume=False`
+    warns and continues with the checkpoint's values.
+
+    **Validation** (flowjax's `fit_to_data` shape): `validation` is held-out data, or a
+    fraction of the rows of `data` to hold out (a fixed permutation, so a rerun holds out
+    the same rows). Every `validate_every` steps (rounded up to whole chunks; default
+    every chunk) the evaluated model (EMA weights if kept) gets the mean loss over the
+    held-out rows, with one fixed key so that the values are comparable. `patience`
+    stops the run after that many validations without a new lowest loss.
 
     **Stateful models.** An `AbstractStatefulModel` (e.g. an `EBM` trained by persistent
     contrastive divergence, whose replay buffer is its state) gets its state from
@@ -226,8 +252,16 @@ def fit(
         checkpoint: file to write the state to (and to resume from).
         checkpoint_every: steps between checkpoints (rounded up to whole chunks; default:
             only at the end).
+        checkpoint_metadata: JSON-able notes stored in the checkpoint (the CLI stores
+            its config); read them with `checkpoint_info`.
         resume: continue from `checkpoint` if it exists.
+        strict_resume: raise when the checkpoint's model or optimiser differs from the
+            one given (`False`: warn, and continue with the checkpoint's).
         state: continue from this state instead (takes precedence over `checkpoint`).
+        validation: held-out data (same layout as `data`) or a fraction in (0, 1) of the
+            rows of array / pytree `data` to hold out.
+        validate_every: steps between validations (default: every chunk).
+        patience: stop after this many validations without improvement (None: never).
         progress: show a tqdm progress bar with the loss.
         key: the run's key (ignored when resuming: the state carries its own).
 
@@ -236,6 +270,7 @@ def fit(
 
     Raises:
         TrainingDiverged: on a non-finite loss.
+        CheckpointMismatch: resuming a checkpoint of a different model or optimiser.
         ValueError: on bad arguments.
     """
     _checks.positive_int(num_steps, "num_steps", least=0)
@@ -246,6 +281,13 @@ def fit(
     data_is_fn = callable(data) and not isinstance(data, jax.Array)
     if not data_is_fn:
         data = _check_data(data)
+    data, val_data = _split_validation(data, validation, data_is_fn)
+    if validate_every is not None:
+        _checks.positive_int(validate_every, "validate_every")
+    if patience is not None:
+        _checks.positive_int(patience, "patience")
+        if val_data is None:
+            raise ValueError("`patience` needs `validation` data to watch.")
     optimizer = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
     loss_fn = _default_loss if loss_fn is None else loss_fn
     model_state = None
@@ -260,13 +302,16 @@ def fit(
         model_state=model_state,
         key=key,
     )
-    ckpt = None if checkpoint is None else pathlib.Path(checkpoint)
+    ckpt = None if checkpoint is None else _check_checkpoint_path(checkpoint)
+    history: dict[str, np.ndarray] = {}
     if state is not None:
         current = state
     elif ckpt is not None and resume and ckpt.exists():
-        current = load_checkpoint(ckpt, template)
+        current, history = load_checkpoint_and_history(ckpt, template, strict=strict_resume)
     else:
         current = template
+    if not data_is_fn:
+        _check_loss_accepts(loss_fn, current.model, data, batch_size, model_state is not None)
     run = _make_chunk(
         optimizer, loss_fn, filter_spec, ema_decay or 0.0, batch_size, steps_per_chunk, data_is_fn
     )
@@ -280,6 +325,27 @@ def fit(
 
         bar = tqdm(total=num_steps, initial=min(start, num_steps), desc="fit", unit="step")
     losses = []
+    past = history.get("loss", np.zeros((0,), np.float32))[: min(start, num_steps)]
+    val_steps = list(history.get("validation_step", np.zeros((0,), np.int64)))
+    val_losses = list(history.get("validation_loss", np.zeros((0,), np.float32)))
+    val_every = steps_per_chunk if validate_every is None else validate_every
+    best_model, stopped_early = None, False
+    best = min(val_losses) if val_losses else np.inf
+    since_best = len(val_losses) - 1 - int(np.argmin(val_losses)) if val_losses else 0
+
+    def record():
+        return {
+            "loss": np.concatenate([past, *losses]).astype(np.float32),
+            **(
+                {
+                    "validation_step": np.asarray(val_steps, np.int64),
+                    "validation_loss": np.asarray(val_losses, np.float32),
+                }
+                if val_data is not None
+                else {}
+            ),
+        }
+
     try:
         while int(current.step) < num_steps:
             before = current
@@ -306,19 +372,114 @@ def fit(
                     state=before,
                 )
             losses.append(chunk_losses)
+            s = int(current.step)
+            postfix = {"loss": f"{float(chunk_losses.mean()):.4g}"}
+            if val_data is not None and (
+                s >= num_steps or s - (val_steps[-1] if val_steps else start) >= val_every
+            ):
+                evaluated = current.ema_model()
+                v = _validation_loss(loss_fn, evaluated, val_data, batch_size)
+                val_steps.append(s)
+                val_losses.append(v)
+                postfix["val"] = f"{v:.4g}"
+                if v < best:
+                    best, since_best, best_model = v, 0, evaluated
+                else:
+                    since_best += 1
+                stopped_early = patience is not None and since_best >= patience
             if bar is not None:
                 bar.update(n)
-                bar.set_postfix(loss=f"{float(chunk_losses.mean()):.4g}")
-            s = int(current.step)
+                bar.set_postfix(postfix)
             if ckpt is not None and (
-                s >= num_steps or (every is not None and s - last_saved >= every)
+                s >= num_steps or stopped_early or (every is not None and s - last_saved >= every)
             ):
-                save_checkpoint(ckpt, current, {"num_steps": num_steps})
+                save_checkpoint(
+                    ckpt,
+                    current,
+                    {"num_steps": num_steps, **(checkpoint_metadata or {})},
+                    history=record(),
+                )
                 last_saved = s
+            if stopped_early:
+                break
     finally:
         if bar is not None:
             bar.close()
+    full = record()
     losses = np.concatenate(losses) if losses else np.zeros((0,), np.float32)
     return FitResult(
-        model=current.model, ema_model=current.ema_model(), state=current, losses=losses
+        model=current.model,
+        ema_model=current.ema_model(),
+        state=current,
+        losses=losses,
+        history=full,
+        best_model=best_model,
+        stopped_early=stopped_early,
     )
+
+
+def _split_validation(data, validation, data_is_fn):
+    if validation is None:
+        return data, None
+    if isinstance(validation, float):
+        if data_is_fn:
+            raise ValueError("A `validation` fraction needs array data; pass held-out data.")
+        if not 0.0 < validation < 1.0:
+            raise ValueError(f"A `validation` fraction must lie in (0, 1), got {validation}.")
+        n = jax.tree_util.tree_leaves(data)[0].shape[0]
+        num_val = int(round(validation * n))
+        if num_val < 1 or num_val >= n:
+            raise ValueError(
+                f"`validation={validation}` of {n} rows leaves {num_val} held out and "
+                f"{n - num_val} to train on; both must be >= 1."
+            )
+        # A fixed permutation: the same rows are held out on every rerun and resume.
+        perm = np.random.default_rng(0).permutation(n)
+        take = lambda rows: jax.tree_util.tree_map(lambda leaf: leaf[rows], data)
+        return take(perm[num_val:]), take(perm[:num_val])
+    try:
+        return data, _check_data(validation)
+    except ValueError as e:
+        raise ValueError(str(e).replace("`data`", "`validation`")) from None
+
+
+@eqx.filter_jit
+def _batch_loss(loss_fn, model, x):
+    return loss_fn(model, x, key=jr.key(0))
+
+
+def _validation_loss(loss_fn, model, val_data, batch_size) -> float:
+    n = jax.tree_util.tree_leaves(val_data)[0].shape[0]
+    total = 0.0
+    for lo in range(0, n, batch_size):
+        rows = slice(lo, min(lo + batch_size, n))
+        batch = jax.tree_util.tree_map(lambda leaf: leaf[rows], val_data)
+        total += float(_batch_loss(loss_fn, model, batch)) * (rows.stop - rows.start)
+    return total / n
+
+
+def _check_checkpoint_path(checkpoint) -> pathlib.Path:
+    path = pathlib.Path(checkpoint)
+    if path.is_dir():
+        raise ValueError(f"`checkpoint` {str(path)!r} is a directory; give a file name.")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"`checkpoint` {str(path)!r} lies under {str(parent)!r}, a file.")
+    return path
+
+
+def _check_loss_accepts(loss_fn, model, data, batch_size, stateful):
+    # Integer data reaching a float model fails deep inside the loss, naming a tracer;
+    # try the loss once, abstractly, and say what is wrong in terms of `data`.
+    leaves = jax.tree_util.tree_leaves(data)
+    if stateful or not jnp.issubdtype(leaves[0].dtype, jnp.integer):
+        return
+    batch = jax.tree_util.tree_map(lambda leaf: leaf[: min(batch_size, leaf.shape[0])], data)
+    try:
+        eqx.filter_eval_shape(lambda m, x: loss_fn(m, x, key=jr.key(0)), model, batch)
+    except Exception as e:
+        raise ValueError(
+            f"`data` has integer dtype {leaves[0].dtype}, which this model's loss does not "
+            "take; convert it to floats (e.g. `data.astype(jnp.float32)`, or the "
+            "dataset's bin centres)."
+        ) from e
