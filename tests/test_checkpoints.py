@@ -3,7 +3,6 @@ validation and early stopping, and the CLI's plain-spoken errors."""
 
 import json
 
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np

@@ -1,6 +1,5 @@
 """The model contract, checked on every registered model; then each model's own claims."""
 
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
