@@ -198,18 +198,14 @@ def paths(name):
 
 
 def load(name):
-    """The trained model `name` (EMA parameters), rebuilt from `digits_runs/<name>.eqx`.
+    """The trained model `name` (EMA parameters), read from `digits_runs/<name>.eqx`.
 
-    As `scoreflow.cli.load_trained`: the same constructor and optimiser give the state's
-    structure (`train.init_state`), `train.load_checkpoint` fills in the values.
+    The checkpoint describes its model, so `scoreflow.load` needs no skeleton.
     """
-    ckpt, meta = paths(name)
-    if not ckpt.exists() or not meta.exists():
+    ckpt, _ = paths(name)
+    if not ckpt.exists():
         raise FileNotFoundError(f"No {ckpt} (run `python benchmarks/digits_table.py train`).")
-    info = json.loads(meta.read_text())
-    model = build(name)
-    like = train.init_state(model, optimizer(info["steps"]), ema=True, key=jr.key(0))
-    return train.load_checkpoint(ckpt, like).ema_model()
+    return sf.load(ckpt, weights="ema")
 
 
 def sample_options(name):
