@@ -43,6 +43,8 @@ class DiscreteVPSDE(AbstractSDE):
         b = _checks.concrete(betas)
         if b is not None:
             _checks.check(bool(np.all((b > 0) & (b < 1))), "betas", "must lie in (0, 1).")
+        if t_min is not None:
+            _checks.scalar(t_min, "t_min")
         self.betas = betas
         self.T = 1.0
         self.t_min = 1.0 / betas.shape[0] if t_min is None else float(t_min)
