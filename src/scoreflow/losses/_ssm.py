@@ -23,6 +23,8 @@ def _score_and_trace(sde, model, x, trace, weighting, time_sampling, reduce, key
     # The set-up both trace-based losses share: the noisy batch (or the data when
     # `sde` is None), the weights, and per example the score with its trace estimates.
     check_trace(trace)
+    if key is not None:
+        _checks.key(key)
     if sde is None:
         if isinstance(model, AbstractPrediction) or not callable(model):
             raise ValueError(
