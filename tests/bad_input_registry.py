@@ -1,3 +1,5 @@
+# Every row passes an argument of the wrong type or value on purpose.
+# pyright: reportArgumentType=false
 """The registry of bad inputs: one row per refused input of the public API.
 
 Each row is an id (`namespace.entry_point.what`), a zero-argument callable that makes
