@@ -50,6 +50,10 @@ class ClassMixture(eqx.Module):
     num_classes: int = eqx.field(static=True)
 
     def __init__(self, mixture: GaussianMixture, labels, num_classes: int | None = None):
+        if not isinstance(mixture, GaussianMixture):
+            raise ValueError(
+                f"`mixture` must be a `GaussianMixture`, got {type(mixture).__name__}."
+            )
         lab = np.asarray(labels)
         K = mixture.weights.shape[0]
         if lab.shape != (K,) or not np.issubdtype(lab.dtype, np.integer):

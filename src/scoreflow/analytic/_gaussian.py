@@ -1,7 +1,9 @@
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
+from .. import _checks
 from .._custom_types import Key
 from ..sde import AbstractSDE
 from ._mixture import GaussianMixture, NoisyMixture
@@ -13,6 +15,9 @@ class Gaussian(eqx.Module):
     Args:
         mean: `(dim,)`.
         covariance: `(dim,)` diagonal variances or `(dim, dim)` full covariance.
+
+    Raises:
+        ValueError: as `GaussianMixture`, naming `mean` and `covariance`.
     """
 
     mixture: GaussianMixture
@@ -22,6 +27,16 @@ class Gaussian(eqx.Module):
         covariance = jnp.asarray(covariance)
         if mean.ndim != 1:
             raise ValueError(f"`mean` must have shape (dim,), got {mean.shape}.")
+        d = mean.shape[0]
+        if covariance.shape not in ((d,), (d, d)):
+            raise ValueError(
+                f"`covariance` must have shape (dim,) = {(d,)} (diagonal) or (dim, dim) = "
+                f"{(d, d)}, got {covariance.shape}."
+            )
+        for name, value in (("mean", mean), ("covariance", covariance)):
+            v = _checks.concrete(value)
+            if v is not None and v.dtype.kind == "f" and not bool(np.all(np.isfinite(v))):
+                raise ValueError(f"`{name}` must be finite, got {v}.")
         self.mixture = GaussianMixture(jnp.ones(1, mean.dtype), mean[None], covariance[None])
 
     @property

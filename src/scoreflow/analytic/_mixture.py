@@ -28,8 +28,9 @@ class GaussianMixture(eqx.Module):
             symmetric positive-definite covariances.
 
     Raises:
-        ValueError: on mismatched shapes, weights that are not a probability vector,
-            or non-positive (definite) covariances.
+        ValueError: on mismatched shapes, a non-floating dtype, NaN or infinite
+            parameters, weights that are not a probability vector, or non-positive
+            (definite) covariances. Parameters traced under `jit` are not inspected.
     """
 
     weights: Float[Array, " K"]
@@ -43,6 +44,17 @@ class GaussianMixture(eqx.Module):
 
     def __check_init__(self):
         K, d = self._check_shapes()
+        for name, value in (
+            ("weights", self.weights),
+            ("means", self.means),
+            ("covariances", self.covariances),
+        ):
+            if not jnp.issubdtype(value.dtype, jnp.floating):
+                raise ValueError(f"`{name}` must be floating-point, got dtype {value.dtype}.")
+            # Checked on concrete values only: a mixture built inside `jit` is traced.
+            v = _checks.concrete(value)
+            if v is not None and not bool(np.all(np.isfinite(v))):
+                raise ValueError(f"`{name}` must be finite, got {v}.")
         w = _checks.concrete(self.weights)
         if w is not None:
             _checks.check(bool(np.all(w > 0)), "weights", f"must be positive, got {w}.")
@@ -110,7 +122,14 @@ class GaussianMixture(eqx.Module):
     def sample_components(
         self, num: int, *, key: Key
     ) -> tuple[Float[Array, "{num} dim"], Int[Array, " {num}"]]:
-        """Exact samples of $p_0$ and the component each was drawn from."""
+        """Exact samples of $p_0$ and the component each was drawn from.
+
+        Raises:
+            ValueError: on a `num` that is not an int >= 0, or a `key` that is not one
+                PRNG key.
+        """
+        _checks.positive_int(num, "num", least=0)
+        _checks.key(key)
         kc, kz = jr.split(key)
         comp = jr.categorical(kc, jnp.log(self.weights), shape=(num,))
         z = jr.normal(kz, (num, self.dim), self.means.dtype)
@@ -249,6 +268,14 @@ class NoisyMixture(AbstractPrediction):
     parameterisation: str = eqx.field(static=True, default="score")
 
     def __init__(self, mixture: GaussianMixture, sde: AbstractSDE, parameterisation="score"):
+        if not isinstance(mixture, GaussianMixture):
+            raise ValueError(
+                f"`mixture` must be a `GaussianMixture`, got {type(mixture).__name__}."
+            )
+        if not isinstance(sde, AbstractSDE):
+            raise ValueError(
+                f"`sde` must be a `scoreflow.sde.AbstractSDE`, got {type(sde).__name__}."
+            )
         self.mixture = mixture
         self.sde = sde
         self.parameterisation = parameterisation
@@ -274,6 +301,8 @@ class NoisyMixture(AbstractPrediction):
 
     def sample(self, t: ScalarLike, num: int, *, key: Key) -> Float[Array, "{num} dim"]:
         """Exact samples of $p_t$: noised samples of $p_0$."""
+        _checks.positive_int(num, "num", least=0)
+        _checks.key(key)
         k0, kz = jr.split(key)
         x0 = self.mixture.sample(num, key=k0)
         alpha, sigma = self.sde.marginal(t)

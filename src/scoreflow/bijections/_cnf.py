@@ -5,6 +5,7 @@ import equinox as eqx
 import numpy as np
 from jaxtyping import Array, Float
 
+from .. import _checks
 from .._custom_types import Key
 from ..solve import AbstractTrace, Exact, FlowSolution, solve_augmented
 from ..solve._likelihood._trace import check_trace
@@ -52,7 +53,8 @@ class CNF(AbstractBatchBijection):
             et al. 2018).
 
     Raises:
-        ValueError: on bad trace options or `t1 == t0`.
+        ValueError: on bad trace options, `t1 == t0`, negative `rtol` / `atol` or
+            `max_steps < 1`.
     """
 
     vector_field: Callable
@@ -84,6 +86,8 @@ class CNF(AbstractBatchBijection):
     ):
         self.vector_field = vector_field
         self.shape = tuple(shape)
+        _checks.scalar(t0, "t0")
+        _checks.scalar(t1, "t1")
         self.t0 = float(t0)
         self.t1 = float(t1)
         self.trace = trace
@@ -95,6 +99,8 @@ class CNF(AbstractBatchBijection):
 
     def __check_init__(self):
         check_trace(self.trace)
+        _checks.tolerances(self.rtol, self.atol)
+        _checks.max_steps(self.max_steps)
         if not np.isfinite(self.t1 - self.t0) or self.t1 == self.t0:
             raise ValueError(f"`t1` must differ from `t0`, got t0={self.t0}, t1={self.t1}.")
 

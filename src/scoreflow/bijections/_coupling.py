@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
+from .. import _checks
 from .._custom_types import Key
 from ..nn._init import zero_output
 from ._base import AbstractBijection
@@ -96,6 +97,8 @@ class AffineCoupling(AbstractBijection):
             raise ValueError(f"`scale_fn` must be one of {SCALES}, got {scale_fn!r}.")
         if not log_scale_bound > 0:
             raise ValueError(f"`log_scale_bound` must be positive, got {log_scale_bound}.")
+        dtype = _checks.float_dtype(dtype)
+        _checks.key(key)
         dim = m.size
         n_cond = int(m.sum())
         n_out = 2 * (dim - n_cond)
@@ -179,6 +182,8 @@ class AffineCouplingStack(AbstractBijection):
             raise ValueError(f"`dim` must be an integer >= 2 for a coupling flow, got {dim!r}.")
         if not isinstance(num_layers, int) or num_layers < 2:
             raise ValueError(f"`num_layers` must be an integer >= 2, got {num_layers!r}.")
+        dtype = _checks.float_dtype(dtype)
+        _checks.key(key)
         even = np.arange(dim) % 2 == 0
         keys = jr.split(key, num_layers + 1)
         rng = np.random.default_rng(np.asarray(jr.key_data(keys[-1])).ravel()[-1:])

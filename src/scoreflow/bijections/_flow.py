@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float
 
+from .. import _checks
 from .._custom_types import Key
 from ._base import AbstractBijection, check_event
 from ._batch import batch_transform_and_log_det
@@ -28,7 +29,9 @@ class StandardNormal(eqx.Module):
 
     def sample(self, sample_shape: tuple[int, ...], *, dtype=None, key: Key) -> Array:
         """Draw `(*sample_shape, *shape)` samples."""
-        dtype = jnp.result_type(float) if dtype is None else dtype
+        sample_shape = _checks.shape(sample_shape, "sample_shape")
+        dtype = _checks.float_dtype(dtype)
+        _checks.key(key)
         return jr.normal(key, (*sample_shape, *self.shape), dtype)
 
 
@@ -83,6 +86,8 @@ class Flow(eqx.Module):
         self, sample_shape: tuple[int, ...], *, dtype=None, key: Key
     ) -> tuple[Array, Array]:
         """Samples and their log-densities, with one pass through the bijection."""
+        sample_shape = _checks.shape(sample_shape, "sample_shape")
+        _checks.key(key)
         k_base, k_bij = jr.split(key)
         z = self.base.sample(tuple(sample_shape), key=k_base, dtype=dtype)
         flat = z.reshape(-1, *self.shape)

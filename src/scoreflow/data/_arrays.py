@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .. import _checks
+
 
 def load_array(path: str | os.PathLike, *, name: str | None = None, dtype=None) -> Array:
     """Load a user dataset from `.npy` or `.npz` as a floating `(N, *event)` JAX array.
@@ -20,9 +22,10 @@ def load_array(path: str | os.PathLike, *, name: str | None = None, dtype=None) 
 
     Raises:
         ValueError: on another suffix, an ambiguous `.npz`, non-numeric data, NaN, or
-            fewer than two axes.
+            fewer than two axes, or a `dtype` other than float32 / float64.
     """
     path = pathlib.Path(path)
+    dtype = _checks.float_dtype(dtype)
     if path.suffix == ".npy":
         arr = np.load(path, allow_pickle=False)
     elif path.suffix == ".npz":
@@ -47,7 +50,6 @@ def load_array(path: str | os.PathLike, *, name: str | None = None, dtype=None) 
         raise ValueError(f"The data in {path} must have shape (N, *event), got {arr.shape}.")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"The data in {path} contain NaN or infinite values.")
-    dtype = jnp.result_type(float) if dtype is None else dtype
     return jnp.asarray(arr, dtype)
 
 

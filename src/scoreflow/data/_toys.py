@@ -6,6 +6,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float
 
+from .. import _checks
 from .._custom_types import Key
 from ..analytic import GaussianMixture
 
@@ -15,7 +16,7 @@ def ring_mixture(dtype=None) -> GaussianMixture:
 
     Its density is exact, so models trained on it are scored by KL(data‖model).
     """
-    dtype = jnp.result_type(float) if dtype is None else dtype
+    dtype = _checks.float_dtype(dtype)
     ang = 2 * np.pi * np.arange(8) / 8
     means = 4 * np.stack([np.cos(ang), np.sin(ang)], 1)
     return GaussianMixture(
@@ -77,11 +78,14 @@ def toy_sample(name: str, num: int, *, dtype=None, key: Key) -> Float[Array, "{n
         `(num, 2)` points, roughly within $[-5, 5]^2$.
 
     Raises:
-        ValueError: on an unknown `name`.
+        ValueError: on an unknown `name`, a `num` that is not an int >= 0, a `dtype`
+            other than float32 / float64, or a `key` that is not one PRNG key.
     """
     if name not in TOYS:
         raise ValueError(f"`name` must be one of {TOYS}, got {name!r}.")
-    dtype = jnp.result_type(float) if dtype is None else dtype
+    _checks.positive_int(num, "num", least=0)
+    _checks.key(key)
+    dtype = _checks.float_dtype(dtype)
     if name == "ring_mixture":
         return ring_mixture(dtype).sample(num, key=key)
     fn = {

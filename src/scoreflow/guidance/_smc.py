@@ -19,6 +19,7 @@ from .. import _checks
 from .._custom_types import Key
 from ..sde import convert
 from ..solve import AbstractGrid
+from ..solve._grids._grids import check_grid, grid_times
 from ._common import shift
 from ._inpaint import PosteriorSampling
 
@@ -94,7 +95,8 @@ def twisted_smc(
 
     Raises:
         ValueError: on a `posterior` of another kind, $N < 2$, an `ess_threshold` outside
-            $(0, 1]$, or a grid of another kind.
+            $(0, 1]$, a grid of another kind or whose times leave `[sde.t_min, sde.T]`,
+            a `dtype` other than float32 / float64, or a `key` that is not one PRNG key.
     """
     if not isinstance(posterior, PosteriorSampling):
         raise ValueError(
@@ -105,8 +107,10 @@ def twisted_smc(
     _checks.check(
         0 < ess_threshold <= 1, "ess_threshold", f"must lie in (0, 1], got {ess_threshold}."
     )
-    if not isinstance(grid, AbstractGrid):
-        raise ValueError(f"`grid` must be a `scoreflow.solve` grid, got {type(grid).__name__}.")
+    check_grid(grid, posterior.sde)
+    if dtype is not None:
+        dtype = _checks.float_dtype(dtype)
+    _checks.key(key)
     return _twisted_smc(posterior, num_particles, grid, ess_threshold, dtype, key)
 
 
@@ -118,7 +122,7 @@ def _twisted_smc(posterior, num_particles, grid, ess_threshold, dtype, key):
     mask = posterior.mask
     y = posterior.observation.astype(dtype)
     own = posterior.parameterisation
-    times = grid.times(sde).astype(dtype)
+    times = grid_times(grid, sde).astype(dtype)
 
     def evaluate(t, x):
         # The untwisted output, the twist and its gradient, per particle.

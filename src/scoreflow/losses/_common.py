@@ -36,6 +36,7 @@ def check_options(sde, model, x, weighting, time_sampling, reduce) -> AbstractPr
     check_time_sampling(time_sampling)
     check_choice(reduce, REDUCTIONS, "reduce")
     _checks.batch_array(x, "x")
+    _checks.float_dtype(x.dtype, "x")
     return model
 
 
@@ -52,6 +53,7 @@ def check_labels(y, x, num_classes, name, *, null=False):
 
 def noisy_batch(sde: AbstractSDE, x, time_sampling, *, key):
     r"""Times, weights, noise $\varepsilon$ and $x_t = \alpha_t x + \sigma_t\varepsilon$."""
+    _checks.key(key)
     n, dtype = x.shape[0], x.dtype
     k_t, k_eps = jr.split(key)
     t, iw = time_sampling.sample(sde, n, dtype, key=k_t)

@@ -45,8 +45,9 @@ class ReplayBuffer(eqx.Module):
     ):
         _checks.positive_int(size, "size")
         _checks.less(low, high, "low", "high")
+        _checks.key(key)
         self.low, self.high = float(low), float(high)
-        dtype = jnp.result_type(float) if dtype is None else dtype
+        dtype = _checks.float_dtype(dtype)
         self.samples = self.noise((size, *event_shape), dtype, key=key)
 
     @property
@@ -74,6 +75,7 @@ class ReplayBuffer(eqx.Module):
         r = _checks.concrete(restart)
         if r is not None:
             _checks.check(bool(0 <= r <= 1), "restart", f"must lie in [0, 1], got {r}.")
+        _checks.key(key)
         k_idx, k_restart, k_noise = jr.split(key, 3)
         idx = jr.choice(k_idx, self.size, (num,), replace=False)
         old = self.samples[idx]

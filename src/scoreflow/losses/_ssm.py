@@ -30,6 +30,8 @@ def _score_and_trace(sde, model, x, trace, weighting, time_sampling, reduce, key
             )
         check_choice(reduce, REDUCTIONS, "reduce")
         _checks.batch_array(x, "x")
+        if key is not None:  # with an SDE, the noisy batch checks it
+            _checks.key(key)
         n, dtype = x.shape[0], x.dtype
         t, w, xt = jnp.zeros((n,), dtype), jnp.ones((n,), dtype), x
         score = lambda t, y: model(y)

@@ -59,7 +59,7 @@ def uniform_dequantiser(x: Array, *, key: Key) -> tuple[Array, Array]:
 
 def bin_centres(x: Array, *, levels: int, data_range=(-1.0, 1.0), dtype=None) -> Array:
     r"""Integer data $x \in \{0..L-1\}$ mapped to the centres $a + (b - a)(x + \tfrac12)/L$."""
-    dtype = jnp.result_type(float) if dtype is None else dtype
+    dtype = _checks.float_dtype(dtype)
     lo, hi = (float(v) for v in data_range)
     return (lo + (hi - lo) * (jnp.asarray(x).astype(dtype) + 0.5) / levels).astype(dtype)
 
@@ -106,6 +106,7 @@ def bits_per_dim(
             lies outside $\{0, \dots, L - 1\}$.
     """
     _checks.positive_int(levels, "levels", least=2)
+    _checks.key(key)
     lo, hi = (float(v) for v in data_range)
     if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
         raise ValueError(f"`data_range` must be finite with low < high, got {data_range}.")
@@ -122,7 +123,7 @@ def bits_per_dim(
         jnp.any((x < 0) | (x >= levels)),
         f"`x` must lie in [0, {levels - 1}] for levels={levels}.",
     )
-    dtype = jnp.result_type(float) if dtype is None else dtype
+    dtype = _checks.float_dtype(dtype)
     dequantiser = uniform_dequantiser if dequantiser is None else dequantiser
     k_u, k_model = jr.split(key)
     u, log_q = dequantiser(x, key=k_u)

@@ -23,6 +23,7 @@ from ._kernels import PolynomialKernel
 
 def kid_subsets(n: int, m: int, num_subsets: int, subset_size: int, *, key: Key):
     """The row indices `(num_subsets, subset_size)` of each set that `kid` draws."""
+    _checks.key(key)
     kx, ky = jr.split(key)
 
     def pick(k, size):
@@ -70,6 +71,7 @@ def kid(
     _checks.positive_int(size, "subset_size", least=2)
     if size > min(n, m):
         raise ValueError(f"`subset_size` must be at most min(n, m) = {min(n, m)}, got {size}.")
+    _checks.key(key)
     return _kid(x, y, PolynomialKernel() if kernel is None else kernel, num_subsets, size, key)
 
 

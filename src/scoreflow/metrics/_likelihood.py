@@ -116,6 +116,7 @@ def importance_log_likelihood(
     """
     _checks.positive_int(num_samples, "num_samples", least=2)
     _checks.positive_int(chunk_size, "chunk_size")
+    _checks.key(key)
     x = jnp.asarray(x)
     if x.ndim < 1:
         raise ValueError(f"`x` must have a leading batch axis, got shape {x.shape}.")

@@ -124,6 +124,7 @@ def mmd_test(
     """
     x, y = _samples.pair(x, y, ("x", "y"), least=2)
     _checks.positive_int(num_permutations, "num_permutations")
+    _checks.key(key)
     block = _samples.block_size_of(block_size)
     return _mmd_test(
         x, y, GaussianKernel() if kernel is None else kernel, num_permutations, block, key

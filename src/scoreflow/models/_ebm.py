@@ -279,7 +279,7 @@ class EBM(AbstractUnnormalisedLikelihood, AbstractStatefulModel):
             A `solve.AISResult` (`.log_z`, `.stderr`, ...). Its $\hat Z$ is unbiased, so
             its $\log\hat Z$ is low in expectation.
         """
-        dtype = jnp.result_type(float) if dtype is None else dtype
+        dtype = _checks.float_dtype(dtype)
         d = int(np.prod(self.event_shape))
         if base is None:
             mid, half = 0.5 * (self.low + self.high), 0.5 * (self.high - self.low)
@@ -355,8 +355,9 @@ class EBM(AbstractUnnormalisedLikelihood, AbstractStatefulModel):
             with `scoreflow.metrics.drop_nonfinite`).
         """
         check_method(method, ("langevin", "mala"))
-        dtype = jnp.result_type(float) if dtype is None else dtype
+        dtype = _checks.float_dtype(dtype)
         shape, n = self._flat_shape(sample_shape)
+        _checks.key(key)
         k0, k = jr.split(key)
         if y0 is None:
             y0 = self._noise(n, dtype, key=k0)

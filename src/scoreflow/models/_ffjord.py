@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
+from .. import _checks
 from .._custom_types import Key
 from ..bijections import CNF, Affine, Chain, Flow, StandardNormal
 from ..nn import ConcatSquashMLP
@@ -85,7 +86,7 @@ class FFJORD(AbstractExactLikelihood):
         for name, w in (("kinetic_weight", kinetic_weight), ("frobenius_weight", frobenius_weight)):
             if not w >= 0:
                 raise ValueError(f"`{name}` must be non-negative, got {w}.")
-        dtype = jnp.result_type(float) if dtype is None else dtype
+        dtype = _checks.float_dtype(dtype)
         net = ConcatSquashMLP(dim, width, depth, activation, dtype=dtype, key=key)
         cnf = CNF(
             net,

@@ -439,6 +439,7 @@ class GMM(AbstractExactLikelihood):
     def sample(self, sample_shape: int | tuple[int, ...] = (), *, key: Key) -> Float[Array, "..."]:
         """Draw `(*sample_shape, *event_shape)` exact samples."""
         shape, n = self._flat_shape(sample_shape)
+        _checks.key(key)
         k_comp, k_noise = jr.split(key)
         comp = jr.categorical(k_comp, self.logits, shape=(n,))
         z = jr.normal(k_noise, (n, self.dim), self.means.dtype)
@@ -756,6 +757,7 @@ def fit_gmm(
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"`x` must hold floating-point data, got dtype {x.dtype}.")
+    _checks.float_dtype(x.dtype, "x")
     if x.ndim < 2:
         raise ValueError(f"`x` must have shape (n, *event_shape), got {x.shape}.")
     _checks.finite(x, "x")
@@ -803,6 +805,7 @@ def fit_gmm(
                 "are all given."
             )
         key = jr.key(0)
+    _checks.key(key)
     return _fit(
         x.reshape(n, d),
         key,

@@ -107,8 +107,9 @@ class NCSN(AbstractGenerativeModel, AbstractPrediction):
             `(*sample_shape, *event_shape)` samples.
         """
         check_method(method, ("langevin",))
-        dtype = jnp.result_type(float) if dtype is None else dtype
+        dtype = _checks.float_dtype(dtype)
         shape, n = self._flat_shape(sample_shape)
+        _checks.key(key)
         sigmas = self.sigmas.astype(dtype)
         k0, k = jr.split(key)
         y0 = sigmas[0] * jr.normal(k0, (n, *self.event_shape), dtype)

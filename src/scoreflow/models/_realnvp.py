@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
+from .. import _checks
 from .._custom_types import Key
 from ..bijections import Affine, AffineCouplingStack, Chain, Flow, Invert, StandardNormal
 from ._base import AbstractExactLikelihood, check_event
@@ -53,7 +54,7 @@ class RealNVP(AbstractExactLikelihood):
         dtype=None,
         key: Key,
     ):
-        dtype = jnp.result_type(float) if dtype is None else dtype
+        dtype = _checks.float_dtype(dtype)
         loc = jnp.zeros(dim, dtype) if loc is None else jnp.asarray(loc, dtype)
         scale = jnp.ones(dim, dtype) if scale is None else jnp.asarray(scale, dtype)
         coupling = AffineCouplingStack(

@@ -62,6 +62,7 @@ class TimeConvClassifier(eqx.Module):
             raise ValueError(f"`data_shape` must be (channels, H, W), got {data_shape}.")
         _checks.positive_int(num_classes, "num_classes")
         _checks.positive_int(base_channels, "base_channels")
+        _checks.key(key)
         if len(channel_mults) < 1:
             raise ValueError(f"`channel_mults` must not be empty, got {channel_mults}.")
         self.data_shape = tuple(data_shape)  # pyright: ignore[reportAttributeAccessIssue]

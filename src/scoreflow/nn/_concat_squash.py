@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float
 
+from .. import _checks
 from .._custom_types import Key, ScalarLike
 
 
@@ -31,6 +32,10 @@ class ConcatSquashLinear(eqx.Module):
     shift: eqx.nn.Linear
 
     def __init__(self, in_size: int, out_size: int, *, dtype=None, key: Key):
+        _checks.positive_int(in_size, "in_size")
+        _checks.positive_int(out_size, "out_size")
+        dtype = _checks.float_dtype(dtype)
+        _checks.key(key)
         k1, k2, k3 = jr.split(key, 3)
         self.linear = eqx.nn.Linear(in_size, out_size, key=k1, dtype=dtype)
         self.gate = eqx.nn.Linear(1, out_size, key=k2, dtype=dtype)
@@ -78,6 +83,8 @@ class ConcatSquashMLP(eqx.Module):
         for name, value in (("dim", dim), ("width", width), ("depth", depth)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        dtype = _checks.float_dtype(dtype)
+        _checks.key(key)
         sizes = [dim] + [width] * depth + [dim]
         keys = jr.split(key, len(sizes) - 1)
         layers = [

@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .. import _checks
+
 
 def _check_even(dim):
     if not isinstance(dim, int) or dim < 2 or dim % 2:
@@ -30,6 +32,7 @@ class GaussianFourierEmbedding(eqx.Module):
 
     def __init__(self, dim: int, scale: float = 16.0, *, key: PRNGKeyArray):
         _check_even(dim)
+        _checks.key(key)
         self.dim = dim
         self.weights = scale * jr.normal(key, (dim // 2,))
 

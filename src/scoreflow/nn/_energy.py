@@ -58,6 +58,7 @@ class EnergyMLP(eqx.Module):
     ):
         _checks.positive_int(width, "width")
         _checks.positive_int(depth, "depth")
+        _checks.key(key)
         if scale is not None:
             _checks.positive(scale, "scale")
         self.event_shape = tuple(event_shape)

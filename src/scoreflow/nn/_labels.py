@@ -38,6 +38,7 @@ class LabelEmbedding(eqx.Module):
 
     def __init__(self, num_classes: int, dim: int, *, key: PRNGKeyArray):
         _checks.positive_int(num_classes, "num_classes")
+        _checks.key(key)
         self.num_classes = num_classes
         self.embedding = eqx.nn.Embedding(num_classes + 1, dim, key=key)
 

@@ -84,6 +84,7 @@ class TimeMLP(eqx.Module):
             raise ValueError(f"`width` must be >= 1, got {width}.")
         if num_classes is not None:
             _checks.positive_int(num_classes, "num_classes")
+        _checks.key(key)
         self.data_shape = tuple(data_shape)
         d = 1
         for s in self.data_shape:

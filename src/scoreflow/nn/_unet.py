@@ -107,6 +107,7 @@ class UNet(eqx.Module):
             raise ValueError(f"`data_shape` must be (channels, H, W), got {data_shape}.")
         if num_classes is not None:
             _checks.positive_int(num_classes, "num_classes")
+        _checks.key(key)
         c, h, w = data_shape
         f = 2 ** (len(channel_mults) - 1)
         if h % f or w % f:

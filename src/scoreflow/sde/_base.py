@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float
 
+from .. import _checks
 from .._custom_types import Key, ScalarLike, TimeLike, Times
 
 
@@ -55,8 +56,14 @@ class AbstractSDE(eqx.Module):
         return self.marginal(self.T)[1]
 
     def prior_sample(self, shape: tuple[int, ...], *, dtype=None, key: Key) -> Float[Array, "..."]:
-        r"""Draw from the prior $N(0, \sigma_T^2 I)$."""
-        dtype = jnp.result_type(float) if dtype is None else dtype
+        r"""Draw from the prior $N(0, \sigma_T^2 I)$.
+
+        Raises:
+            ValueError: on a `dtype` other than float32 / float64, or a `key` that is
+                not one PRNG key.
+        """
+        dtype = _checks.float_dtype(dtype)
+        _checks.key(key)
         return self.prior_std().astype(dtype) * jr.normal(key, shape, dtype)
 
     def prior_log_prob(self, x: Float[Array, "..."]) -> Times:

@@ -43,6 +43,8 @@ class DiscreteVPSDE(AbstractSDE):
         b = _checks.concrete(betas)
         if b is not None:
             _checks.check(bool(np.all((b > 0) & (b < 1))), "betas", "must lie in (0, 1).")
+        if t_min is not None:
+            _checks.scalar(t_min, "t_min")
         self.betas = betas
         self.T = 1.0
         self.t_min = 1.0 / betas.shape[0] if t_min is None else float(t_min)
@@ -101,6 +103,7 @@ class DiscreteVPSDE(AbstractSDE):
 
 def linear_betas(num_steps: int = 1000, beta_1: float = 1e-4, beta_N: float = 0.02):
     """DDPM's linear schedule (Ho et al. 2020, sec. 4)."""
+    _checks.positive_int(num_steps, "num_steps", least=2)
     return jnp.linspace(beta_1, beta_N, num_steps)
 
 
@@ -109,6 +112,7 @@ def cosine_betas(num_steps: int = 1000, s: float = 0.008, max_beta: float = 0.99
 
     Nichol & Dhariwal 2021 (arXiv:2102.09672, eq. 17), betas clipped at `max_beta`.
     """
+    _checks.positive_int(num_steps, "num_steps", least=2)
     t = np.linspace(0, 1, num_steps + 1)
     f = np.cos((t + s) / (1 + s) * np.pi / 2) ** 2
     return jnp.asarray(np.clip(1 - f[1:] / f[:-1], 0, max_beta))

@@ -31,6 +31,8 @@ class VESDE(AbstractSDE):
     t_min: ScalarLike = 1e-5
 
     def __check_init__(self):
+        _checks.scalar(self.sigma_min, "sigma_min")
+        _checks.scalar(self.sigma_max, "sigma_max")
         _checks.positive(self.sigma_min, "sigma_min")
         _checks.positive(self.sigma_max, "sigma_max")
         _checks.less(self.sigma_min, self.sigma_max, "sigma_min", "sigma_max")

@@ -17,6 +17,8 @@ class AbstractLinearBetaSDE(AbstractSDE):
     beta_max: eqx.AbstractVar[ScalarLike]
 
     def __check_init__(self):
+        _checks.scalar(self.beta_min, "beta_min")
+        _checks.scalar(self.beta_max, "beta_max")
         _checks.nonnegative(self.beta_min, "beta_min")
         _checks.positive(self.beta_max, "beta_max")
         _checks.less(self.beta_min, self.beta_max, "beta_min", "beta_max")

@@ -8,7 +8,7 @@ from jaxtyping import Array, Float, Int
 from .. import _checks
 from .._custom_types import Key, RealScalarLike
 from ..sde import AbstractPrediction, AbstractSDE, probability_flow_term, reverse_sde_terms
-from ._grids._grids import AbstractGrid, KarrasGrid, UniformGrid
+from ._grids._grids import AbstractGrid, KarrasGrid, UniformGrid, check_grid, grid_times
 from ._shared._brownian import GridBrownianPath
 from ._shared._model import check_model
 from ._shared._nfe import count_nfe
@@ -41,18 +41,36 @@ class SampleResult(eqx.Module):
     trajectory: Array | None = None
 
 
-def _stepping(sde, grid, stepsize_controller, dt0, default_grid, max_steps, dtype):
-    # Times share the state's dtype, so a float32 solve stays float32 even when
-    # x64 is enabled (and strict dtype promotion does not trip).
+def _check_solve(sde, model, y0, grid, stepsize_controller, dt0, max_steps):
+    # The checks of both solves, on the concrete arguments before the trace: a
+    # `CustomGrid`'s times and an adaptive solve's options are data inside it.
+    check_model(sde, model)
+    _checks.batch_array(y0, "y0")
+    _checks.float_dtype(y0.dtype, "y0")
     if grid is not None and stepsize_controller is not None:
         raise ValueError(
             "Pass either `grid` (fixed steps) or `stepsize_controller` (adaptive), not both."
         )
+    _checks.max_steps(max_steps)
+    if stepsize_controller is None:
+        if grid is not None:
+            check_grid(grid, sde)
+        return
+    if isinstance(stepsize_controller, dfx.PIDController):
+        _checks.tolerances(
+            stepsize_controller.rtol, stepsize_controller.atol, prefix="stepsize_controller."
+        )
+    if dt0 is not None:
+        _checks.scalar(dt0, "dt0")
+        _checks.sign(dt0, -1, "dt0", "the solve runs from T down to t_min")
+
+
+def _stepping(sde, grid, stepsize_controller, dt0, default_grid, max_steps, dtype):
+    # Times share the state's dtype, so a float32 solve stays float32 even when
+    # x64 is enabled (and strict dtype promotion does not trip).
     if stepsize_controller is None:
         grid = default_grid if grid is None else grid
-        if not isinstance(grid, AbstractGrid):
-            raise ValueError(f"`grid` must be a scoreflow grid, got {type(grid).__name__}.")
-        ts = grid.times(sde).astype(dtype)
+        ts = grid_times(grid, sde).astype(dtype)
         return ts[0], ts[-1], None, dfx.StepTo(ts), grid.num_steps, ts
     if dt0 is None:
         dt0 = -(sde.T - sde.t_min) / 64
@@ -92,7 +110,6 @@ def _levy_area(solver):
     return dfx.SpaceTimeLevyArea if isinstance(solver, dfx.AbstractSRK) else dfx.BrownianIncrement
 
 
-@eqx.filter_jit
 def solve_probability_flow(
     sde: AbstractSDE,
     model: AbstractPrediction,
@@ -144,16 +161,48 @@ def solve_probability_flow(
 
     Raises:
         ValueError: on a `model` that does not say what it predicts or belongs to
-            another kind of SDE, a bad `y0`, `grid` or `solver`.
+            another kind of SDE, a bad `y0` (half precision included), a `grid` whose
+            times leave `[sde.t_min, sde.T]`, a bad `solver`, negative tolerances of a
+            `diffrax.PIDController`, a positive `dt0` or `max_steps < 1`.
     """
-    check_model(sde, model)
-    _checks.batch_array(y0, "y0")
+    _check_solve(sde, model, y0, grid, stepsize_controller, dt0, max_steps)
     solver = dfx.Heun() if solver is None else solver
     if isinstance(solver, AbstractStochasticDiffusionSolver):
         raise ValueError(
             f"`solver` {type(solver).__name__} draws noise: it samples the reverse SDE; "
             "use `solve_reverse_sde` (or `sample(..., method='sde')`)."
         )
+    return _solve_probability_flow(
+        sde,
+        model,
+        y0,
+        solver,
+        grid,
+        stepsize_controller,
+        dt0,
+        denoise,
+        max_steps,
+        adjoint,
+        ts_save,
+        throw,
+    )
+
+
+@eqx.filter_jit
+def _solve_probability_flow(
+    sde,
+    model,
+    y0,
+    solver,
+    grid,
+    stepsize_controller,
+    dt0,
+    denoise,
+    max_steps,
+    adjoint,
+    ts_save,
+    throw,
+):
     t0, t1, dt0, controller, max_steps, _ = _stepping(
         sde, grid, stepsize_controller, dt0, KarrasGrid(32), max_steps, y0.dtype
     )
@@ -174,7 +223,6 @@ def solve_probability_flow(
     return _finish(sol, term, solver, t1, denoise, ts_save, throw)
 
 
-@eqx.filter_jit
 def solve_reverse_sde(
     sde: AbstractSDE,
     model: AbstractPrediction,
@@ -222,10 +270,11 @@ def solve_reverse_sde(
         A `SampleResult`.
 
     Raises:
-        ValueError: as `solve_probability_flow`, and for a deterministic diffusion solver.
+        ValueError: as `solve_probability_flow`, for a deterministic diffusion solver, a
+            `key` that is not one PRNG key, or a non-positive `brownian_tol`.
     """
-    check_model(sde, model)
-    _checks.batch_array(y0, "y0")
+    _check_solve(sde, model, y0, grid, stepsize_controller, dt0, max_steps)
+    _checks.key(key)
     solver = dfx.Euler() if solver is None else solver
     if isinstance(solver, AbstractDiffusionSolver):
         raise ValueError(
@@ -233,6 +282,43 @@ def solve_reverse_sde(
             "use `solve_probability_flow`, or a stochastic solver such as "
             "`StochasticDDIM()` (DDPM's ancestral sampler)."
         )
+    if stepsize_controller is not None:
+        _checks.positive(brownian_tol, "brownian_tol")
+    return _solve_reverse_sde(
+        sde,
+        model,
+        y0,
+        solver,
+        grid,
+        stepsize_controller,
+        dt0,
+        denoise,
+        max_steps,
+        brownian_tol,
+        adjoint,
+        ts_save,
+        throw,
+        key,
+    )
+
+
+@eqx.filter_jit
+def _solve_reverse_sde(
+    sde,
+    model,
+    y0,
+    solver,
+    grid,
+    stepsize_controller,
+    dt0,
+    denoise,
+    max_steps,
+    brownian_tol,
+    adjoint,
+    ts_save,
+    throw,
+    key,
+):
     t0, t1, dt0, controller, max_steps, ts = _stepping(
         sde, grid, stepsize_controller, dt0, UniformGrid(1000), max_steps, y0.dtype
     )
@@ -292,13 +378,17 @@ def sample(
         A `SampleResult`.
 
     Raises:
-        ValueError: on an unknown `method` or a `shape` without a batch axis.
+        ValueError: on an unknown `method`, a `shape` without a batch axis or with a
+            negative size, a `dtype` other than float32 / float64, a `key` that is not
+            one PRNG key, and as the solve.
     """
     if method not in ("ode", "sde"):
         raise ValueError(f"`method` must be 'ode' or 'sde', got {method!r}.")
-    shape = tuple(shape)
+    shape = _checks.shape(shape, "shape")
     if len(shape) < 2:
         raise ValueError(f"`shape` must be (batch, *event_shape), got {shape}.")
+    dtype = _checks.float_dtype(dtype)
+    _checks.key(key)
     k_prior, k_path = jr.split(key)
     y0 = sde.prior_sample(shape, key=k_prior, dtype=dtype)
     if method == "ode":

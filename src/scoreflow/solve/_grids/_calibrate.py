@@ -11,7 +11,7 @@ from ... import _checks
 from ...sde import AbstractPrediction, AbstractSDE, probability_flow_term
 from .._shared._model import check_model
 from .._solvers._adams_pc import ExponentialAdamsPC
-from ._grids import AbstractGrid, CustomGrid, LogSNRGrid, pin_ends
+from ._grids import AbstractGrid, CustomGrid, LogSNRGrid, grid_times, pin_ends
 
 
 def _solve_on(solver, term, x, ts):
@@ -166,6 +166,7 @@ def calibrate_grid(
     """
     check_model(sde, model)
     _checks.batch_array(y0, "y0")
+    _checks.float_dtype(y0.dtype, "y0")
     for name, value, least in [
         ("num_steps", num_steps, 1),
         ("iterations", iterations, 1),
@@ -187,7 +188,7 @@ def calibrate_grid(
     solver = ExponentialAdamsPC(order)
     term = probability_flow_term(sde, model)
     dtype = y0.dtype
-    ts = initial.times(sde).astype(dtype)
+    ts = grid_times(initial, sde, "initial").astype(dtype)
     exponents = jnp.minimum(jnp.arange(1, num_steps + 1), order).astype(dtype) + 1
     for _ in range(iterations):
         _, errors = _solve_on_jit(solver, term, y0, ts)

@@ -96,11 +96,83 @@ class CustomGrid(AbstractGrid):
         ts = jnp.asarray(ts)
         if ts.ndim != 1 or ts.shape[0] < 2:
             raise ValueError(f"`ts` must be a 1-d array of >= 2 times, got {ts.shape}.")
+        if not jnp.issubdtype(ts.dtype, jnp.floating):
+            raise ValueError(f"`ts` must hold floating-point times, got dtype {ts.dtype}.")
         v = _checks.concrete(ts)
-        if v is not None and not bool(np.all(np.diff(v) < 0)):
-            raise ValueError("`ts` must be strictly decreasing (from noise to data).")
+        if v is not None:
+            _checks.check(bool(np.all(np.isfinite(v))), "ts", f"must be finite, got {v}.")
+            if not bool(np.all(np.diff(v) < 0)):
+                raise ValueError("`ts` must be strictly decreasing (from noise to data).")
         self.ts = ts
         self.num_steps = ts.shape[0] - 1
 
     def times(self, sde: AbstractSDE) -> Float[Array, " n"]:
         return self.ts
+
+
+def check_range(ts, sde: AbstractSDE, name: str):
+    """`ts`, checked to decrease strictly inside `[sde.t_min, sde.T]`.
+
+    Up to a few ulps of the times' dtype (a float32 grid rounds the SDE's float64 ends).
+    Concrete times raise `ValueError` at once; traced ones raise at run time.
+    """
+    tol = 4 * float(jnp.finfo(ts.dtype).eps)
+    v, lo, hi = _checks.concrete(ts), _checks.concrete(sde.t_min), _checks.concrete(sde.T)
+    if v is not None and lo is not None and hi is not None:
+        lo, hi = float(lo), float(hi)
+        inside = bool(np.all(v >= lo - tol * abs(lo)) and np.all(v <= hi + tol * abs(hi)))
+        _checks.check(
+            inside,
+            name,
+            f"must lie in the SDE's range [t_min, T] = [{lo}, {hi}], got times from "
+            f"{v.min()} to {v.max()}.",
+        )
+        _checks.check(
+            bool(np.all(np.diff(v) < 0)), name, "must be strictly decreasing (from noise to data)."
+        )
+        return ts
+    lo, hi = jnp.asarray(sde.t_min, ts.dtype), jnp.asarray(sde.T, ts.dtype)
+    bad = (
+        jnp.any(ts < lo - tol * jnp.abs(lo))
+        | jnp.any(ts > hi + tol * jnp.abs(hi))
+        | jnp.any(jnp.diff(ts) >= 0)
+    )
+    return eqx.error_if(
+        ts, bad, f"`{name}` must lie in the SDE's range [t_min, T] and strictly decrease."
+    )
+
+
+def check_grid(grid, sde: AbstractSDE, name: str = "grid") -> AbstractGrid:
+    """Check `grid` at a public boundary, before any trace.
+
+    A `CustomGrid` holds its times as data: they are checked against the SDE's range
+    here, while concrete. A rule-based grid computes its times from the SDE and is
+    checked when resolved (`grid_times`).
+
+    Raises:
+        ValueError: if `grid` is not a scoreflow grid, or a `CustomGrid`'s times leave
+            `[sde.t_min, sde.T]`.
+    """
+    if not isinstance(grid, AbstractGrid):
+        raise ValueError(f"`{name}` must be a `scoreflow.solve` grid, got {type(grid).__name__}.")
+    if isinstance(grid, CustomGrid):
+        check_range(grid.ts, sde, name)
+    return grid
+
+
+def grid_times(grid: AbstractGrid, sde: AbstractSDE, name: str = "grid") -> Float[Array, " n"]:
+    """Resolve `grid` on `sde`: its times, checked to decrease strictly inside `[t_min, T]`.
+
+    Every solve resolves its grid here. A time below `t_min` (or below 0) evaluates the
+    schedule where it is not defined, one above `T` starts the solve outside the prior's
+    support: either would return a wrong sample, so both raise (`ValueError` on
+    concrete times, at run time through `equinox.error_if` on traced ones).
+    """
+    if not isinstance(grid, AbstractGrid):
+        raise ValueError(f"`{name}` must be a `scoreflow.solve` grid, got {type(grid).__name__}.")
+    ts = grid.times(sde)
+    if ts.shape != (grid.num_steps + 1,):
+        raise ValueError(
+            f"`{name}` must give num_steps + 1 = {grid.num_steps + 1} times, got shape {ts.shape}."
+        )
+    return check_range(ts, sde, name)

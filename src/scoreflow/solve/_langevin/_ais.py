@@ -441,6 +441,7 @@ def ais(
             have the shapes above.
     """
     _checks.positive_int(num_chains, "num_chains", least=2)
+    _checks.key(key)
     if not isinstance(kernel, AbstractAISKernel):
         raise ValueError(
             f"`kernel` must be an `AbstractAISKernel` (MALAKernel, HMCKernel or your own), "
@@ -451,5 +452,5 @@ def ais(
             f"`base` must have `log_prob(x)` and `sample(num, *, key)`, got {type(base).__name__}."
         )
     schedule = _schedule(betas)
-    dtype = _check_shapes(log_prob, base, num_chains, key)
+    dtype = _checks.float_dtype(_check_shapes(log_prob, base, num_chains, key), "log_prob")
     return _ais(log_prob, base, kernel, jnp.asarray(schedule, dtype), num_chains, dtype, throw, key)

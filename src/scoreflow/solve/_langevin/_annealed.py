@@ -19,7 +19,7 @@ from jaxtyping import Array, Bool, Float
 from ... import _checks
 from ..._custom_types import Key
 from ...sde import AbstractPrediction, AbstractSDE, langevin_terms
-from .._grids._grids import AbstractGrid
+from .._grids._grids import AbstractGrid, check_range, grid_times
 from .._shared._batch import Batched
 from .._shared._brownian import GridBrownianPath
 from .._shared._model import check_model
@@ -42,17 +42,19 @@ def ladder_times(sde: AbstractSDE, ladder: AbstractGrid | Float[Array, " L"]) ->
         `(L,)` times.
 
     Raises:
-        ValueError: if `ladder` is not a 1-d, positive, strictly decreasing array.
+        ValueError: if `ladder` is not a 1-d, positive, strictly decreasing array, or
+            its times leave the SDE's range `[sde.t_min, sde.T]` (a noise level the
+            SDE does not reach: the score would be read where it was not trained).
     """
     if isinstance(ladder, AbstractGrid):
-        return ladder.times(sde)
+        return grid_times(ladder, sde, "ladder")
     ladder = jnp.asarray(ladder)
     if ladder.ndim != 1 or ladder.shape[0] < 1:
         raise ValueError(f"`ladder` must be a 1-d array of noise levels, got {ladder.shape}.")
     if not jnp.issubdtype(ladder.dtype, jnp.floating):
         raise ValueError(f"`ladder` must be floating point, got {ladder.dtype}.")
     check_ladder(ladder)
-    return sde.t_from_log_snr(-jnp.log(ladder))
+    return check_range(sde.t_from_log_snr(-jnp.log(ladder)), sde, "ladder")
 
 
 class _AtLevel(eqx.Module):
@@ -96,7 +98,13 @@ def _check_mask(mask, observation, y0) -> _Known | None:
     )
 
 
-@boundary_jit(positive=("step_size",), ladder=True)
+def _check_ladder_on(sde, *args, ladder=None, **kwargs):
+    # Before the trace: the ladder's values, and its times against the SDE's range.
+    if ladder is not None and isinstance(sde, AbstractSDE):
+        ladder_times(sde, ladder)
+
+
+@boundary_jit(positive=("step_size",), check=_check_ladder_on)
 def annealed_langevin(
     sde: AbstractSDE,
     model: AbstractPrediction,
@@ -182,6 +190,7 @@ def annealed_langevin(
     """
     check_model(sde, model)
     _checks.batch_array(y0, "y0")
+    _checks.float_dtype(y0.dtype, "y0")
     _checks.positive_int(steps_per_level, "steps_per_level")
     _checks.positive(step_size, "step_size")
     check_save_every(save_every, steps_per_level, "steps_per_level")

@@ -59,6 +59,7 @@ class _BatchedLogProb(eqx.Module):
 
 def _check_chain(y0, num_steps, step_size, save_every):
     _checks.batch_array(y0, "y0", axis="chains")
+    _checks.float_dtype(y0.dtype, "y0")
     _checks.positive_int(num_steps, "num_steps")
     _checks.positive(step_size, "step_size")
     check_save_every(save_every, num_steps)

@@ -1,6 +1,7 @@
 """What the Langevin samplers share: their result record, checks and save points."""
 
 import functools
+from collections.abc import Callable
 
 import diffrax as dfx
 import equinox as eqx
@@ -40,12 +41,13 @@ class LangevinResult(eqx.Module):
     trajectory: Array | None = None
 
 
-def boundary_jit(positive: tuple[str, ...] = (), ladder: bool = False):
+def boundary_jit(positive: tuple[str, ...] = (), check: Callable | None = None):
     """`eqx.filter_jit`, after checking hyperparameters on the concrete values.
 
     Arrays passed to a filter-jitted function are traced (so that a new step size does
     not recompile), which hides their values from checks made inside it; the named
-    keyword arguments are therefore checked here, before the trace.
+    keyword arguments (positive scalars) and the `key` are therefore checked here,
+    before the trace, and so is whatever `check(*args, **kwargs)` checks.
     """
 
     def decorator(fn):
@@ -55,9 +57,12 @@ def boundary_jit(positive: tuple[str, ...] = (), ladder: bool = False):
         def wrapper(*args, **kwargs):
             for name in positive:
                 if name in kwargs:
+                    _checks.scalar(kwargs[name], name)
                     _checks.positive(kwargs[name], name)
-            if ladder and "ladder" in kwargs:
-                check_ladder(kwargs["ladder"])
+            if "key" in kwargs:
+                _checks.key(kwargs["key"])
+            if check is not None:
+                check(*args, **kwargs)
             return jitted(*args, **kwargs)
 
         return wrapper

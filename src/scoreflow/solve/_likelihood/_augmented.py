@@ -25,6 +25,7 @@ from jaxtyping import Array, Float, Int
 from ... import _checks
 from ..._custom_types import Key, RealScalarLike
 from .._shared._nfe import count_nfe
+from .._shared._result import finite_result
 from ._trace import AbstractTrace, Exact, check_trace
 
 
@@ -96,7 +97,8 @@ class FlowSolution(eqx.Module):
         nfe: evaluations of the augmented vector field (each is one network forward
             pass plus its derivatives); -1 when the solver's cost is unknown.
         stats: diffrax's statistics dictionary.
-        result: diffrax's result code.
+        result: diffrax's result code; `diffrax.RESULTS.nonfinite` where `z` or the
+            log-det is NaN or infinite (which a fixed-step solve would not flag).
     """
 
     z: Array
@@ -177,10 +179,20 @@ def solve_augmented(
         A `FlowSolution`.
 
     Raises:
-        ValueError: on bad options, or a `Hutchinson` trace without a `key`.
+        ValueError: on bad options (negative `rtol` / `atol`, `max_steps < 1`, a `dt0`
+            of the wrong sign), a half-precision `y0`, or a `Hutchinson` trace without a
+            `key`.
     """
     check_trace(trace)
     _checks.batch_array(y0, "y0")
+    _checks.float_dtype(y0.dtype, "y0")
+    _checks.tolerances(rtol, atol)
+    _checks.max_steps(max_steps)
+    if dt0 is not None:
+        _checks.scalar(dt0, "dt0")
+        _checks.sign(dt0, jnp.asarray(t1) - jnp.asarray(t0), "dt0", "the solve runs from t0 to t1")
+    if key is not None:
+        _checks.key(key)
     y0 = _checks.finite(y0, "y0")
     dtype = y0.dtype
     batch = y0.shape[0]
@@ -211,16 +223,18 @@ def solve_augmented(
         throw=throw,
     )
     end = jax.tree.map(lambda leaf: leaf[-1], sol.ys)
-    log_det = jnp.mean(end.log_det, axis=1)
+    # A fixed-step solve does not see NaN; the encoding and the log-det must be finite.
+    result, (z, log_det_probes) = finite_result(sol.result, (end.z, end.log_det), throw)
+    log_det = jnp.mean(log_det_probes, axis=1)
     if k > 1:
-        std_error = jnp.std(end.log_det, axis=1, ddof=1) / jnp.sqrt(jnp.asarray(k, dtype))
+        std_error = jnp.std(log_det_probes, axis=1, ddof=1) / jnp.sqrt(jnp.asarray(k, dtype))
     elif isinstance(trace, Exact):
         std_error = jnp.zeros_like(log_det)
     else:
         std_error = jnp.full_like(log_det, jnp.nan)
     num_steps = sol.stats["num_steps"]
     return FlowSolution(
-        z=end.z,
+        z=z,
         log_det=log_det,
         std_error=std_error,
         kinetic=end.kinetic,
@@ -228,5 +242,5 @@ def solve_augmented(
         num_steps=num_steps,
         nfe=count_nfe(solver, num_steps),
         stats=sol.stats,
-        result=sol.result,
+        result=result,
     )

@@ -146,16 +146,33 @@ def log_likelihood(
         A `LikelihoodResult`.
 
     Raises:
-        ValueError: on bad options, shapes, a missing `key`, or non-finite `x` (under
-            `jit`, a non-finite `x` raises at run time through `equinox.error_if`).
+        ValueError: on bad options (negative `rtol` / `atol`, `max_steps < 1`, a `dt0` of
+            the wrong sign), shapes, a half-precision `x`, a missing or malformed `key`,
+            or non-finite `x` (under `jit`, a non-finite `x` raises at run time through
+            `equinox.error_if`).
     """
     check_model(sde, model)
     _checks.batch_array(x, "x")
+    _checks.float_dtype(x.dtype, "x")
     check_trace(trace)
     if time_variable not in TIME_VARIABLES:
         raise ValueError(f"`time_variable` must be one of {TIME_VARIABLES}, got {time_variable!r}.")
     if trace.needs_key and key is None:
         raise ValueError("`key` is required for a Hutchinson trace (it draws the probes).")
+    if key is not None:
+        _checks.key(key)
+    _checks.tolerances(rtol, atol)
+    _checks.max_steps(max_steps)
+    if dt0 is not None:
+        # From t_min up to T; in log-SNR that is downwards.
+        up = time_variable == "t"
+        _checks.scalar(dt0, "dt0")
+        _checks.sign(
+            dt0,
+            1.0 if up else -1.0,
+            "dt0",
+            "the solve runs from t_min up to T" if up else "the log-SNR decreases from t_min to T",
+        )
     x = _checks.finite(x, "x")
     return _log_likelihood(
         sde,

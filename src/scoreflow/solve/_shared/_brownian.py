@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float
 
+from ... import _checks
 from ..._custom_types import Key
 
 
@@ -55,12 +56,15 @@ class GridBrownianPath(dfx.AbstractBrownianPath):
         key: Key,
     ):
         ts = jnp.asarray(ts)
+        if ts.ndim != 1 or ts.shape[0] < 2:
+            raise ValueError(f"`ts` must be a 1-d array of >= 2 times, got shape {ts.shape}.")
+        _checks.key(key)
         self.grid = jnp.sort(ts)
         self.t0 = self.grid[0]  # pyright: ignore[reportIncompatibleVariableOverride]
         self.t1 = self.grid[-1]  # pyright: ignore[reportIncompatibleVariableOverride]
         self.shape = tuple(shape)
         self.key = key
-        self.dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
+        self.dtype = _checks.float_dtype(dtype)
         if levy_area not in (dfx.BrownianIncrement, dfx.SpaceTimeLevyArea):
             raise ValueError(
                 "`levy_area` must be diffrax.BrownianIncrement or "

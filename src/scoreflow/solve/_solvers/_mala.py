@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Int, PRNGKeyArray
 
+from ... import _checks
 from .._langevin._step import langevin_step
 from .._shared._nfe import AbstractCountedSolver
 
@@ -51,7 +52,7 @@ class MALA(AbstractCountedSolver, dfx.AbstractItoSolver):
 
     def __init__(self, log_prob: Callable[[Array], Array], *, key: PRNGKeyArray):
         self.log_prob = log_prob
-        self.key = key
+        self.key = _checks.key(key)
 
     term_structure: ClassVar = dfx.MultiTerm[tuple[dfx.AbstractTerm, dfx.AbstractTerm]]
     # A log-density and a drift per step, and both once at the start.

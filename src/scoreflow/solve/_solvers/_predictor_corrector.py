@@ -125,7 +125,7 @@ class PredictorCorrector(AbstractCountedSolver, dfx.AbstractItoSolver):
     ):
         self.predictor = predictor
         self.corrector = LangevinCorrector() if corrector is None else corrector
-        self.key = key
+        self.key = _checks.key(key)
 
     # Taken from the predictor, as diffrax's own wrapper solvers (`HalfSolver`) do.
     @property

@@ -1,0 +1,1397 @@
+# Every row passes an argument of the wrong type or value on purpose.
+# pyright: reportArgumentType=false
+"""The registry of bad inputs: one row per refused input of the public API.
+
+Each row is an id (`namespace.entry_point.what`), a zero-argument callable that makes
+the bad call, the exception a user gets, and a fragment of its message (a regular
+expression, matched with `re.search`) that names the argument. `tests/test_bad_input.py`
+runs every row and checks that the table covers every namespace; a new public function
+adds its rows here (the bijection registry's pattern, for errors).
+
+Rows are cheap: tiny shapes, and errors raised before anything compiles. The few rows
+whose error can only come from a solve (a score that returns NaN on a fixed grid) share
+the small objects below and a two-step grid.
+"""
+
+import dataclasses
+import functools
+import os
+import tempfile
+from collections.abc import Callable
+
+import diffrax as dfx
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+import scoreflow as sf
+from scoreflow import bijections as bij
+from scoreflow import guidance, losses, metrics, models, nn, solve
+
+
+@dataclasses.dataclass(frozen=True)
+class BadInput:
+    """One bad call and what it must raise.
+
+    Attributes:
+        id: `namespace.entry_point.what`; the namespace is the public module it tests.
+        call: performs the bad call.
+        error: the exception type raised.
+        match: a regular expression its message must contain (it names the argument).
+    """
+
+    id: str
+    call: Callable[[], object]
+    error: type[BaseException]
+    match: str
+
+    @property
+    def namespace(self) -> str:
+        return self.id.split(".")[0]
+
+
+# Shared small objects, built once on first use.
+
+
+@functools.cache
+def vp():
+    return sf.VPSDE()
+
+
+@functools.cache
+def mixture():
+    return sf.GaussianMixture(jnp.ones(1), jnp.zeros((1, 2)), jnp.ones((1, 2)))
+
+
+@functools.cache
+def exact():
+    return mixture().noised(vp())
+
+
+def key():
+    return jr.key(0)
+
+
+def x2():
+    """A batch of two 2-d points."""
+    return jnp.zeros((2, 2))
+
+
+class NaNScore(sf.sde.AbstractPrediction):
+    """A score model that returns NaN everywhere."""
+
+    sde: sf.sde.AbstractSDE
+    parameterisation: str = eqx.field(static=True, default="score")
+
+    def __call__(self, t, x):
+        return x * jnp.nan
+
+
+@functools.cache
+def tiny_mlp():
+    return nn.TimeMLP((2,), width=4, depth=1, embed_dim=4, key=key())
+
+
+@functools.cache
+def score_sde():
+    return models.ScoreSDE(vp(), tiny_mlp(), parameterisation="eps", event_shape=(2,))
+
+
+def _pid(rtol=1e-3, atol=1e-3):
+    return dfx.PIDController(rtol=rtol, atol=atol)
+
+
+def _load_written(values):
+    # `load_array` on a file holding `values`, removed afterwards.
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "data.npy")
+        np.save(path, values)
+        return sf.data.load_array(path)
+
+
+_V = ValueError
+_FIXED = solve.UniformGrid(2)
+
+ROWS: list[BadInput] = [
+    # ---- sde ----
+    BadInput(
+        "sde.vpsde.beta_min_array",
+        lambda: sf.VPSDE(beta_min=jnp.array([0.1, 0.2])),
+        _V,
+        "`beta_min` must be a scalar",
+    ),
+    BadInput(
+        "sde.vpsde.beta_max_array",
+        lambda: sf.VPSDE(beta_max=np.array([20.0, 10.0])),
+        _V,
+        "`beta_max` must be a scalar",
+    ),
+    BadInput("sde.vpsde.beta_negative", lambda: sf.VPSDE(beta_min=-0.1), _V, "`beta_min`"),
+    BadInput(
+        "sde.vpsde.beta_order",
+        lambda: sf.VPSDE(beta_min=5.0, beta_max=1.0),
+        _V,
+        "`beta_min` must be smaller than `beta_max`",
+    ),
+    BadInput(
+        "sde.vpsde.beta_nan",
+        lambda: sf.VPSDE(beta_max=float("nan")),
+        _V,
+        "`beta_max` must be finite",
+    ),
+    BadInput("sde.vpsde.t_min_zero", lambda: sf.VPSDE(t_min=0.0), _V, "`t_min`"),
+    BadInput("sde.vpsde.t_min_above_T", lambda: sf.VPSDE(t_min=2.0), _V, "`t_min`"),
+    BadInput("sde.vpsde.T_string", lambda: sf.VPSDE(T="1"), _V, "`T` must be a real number"),
+    BadInput(
+        "sde.subvpsde.beta_array",
+        lambda: sf.SubVPSDE(beta_min=jnp.ones(2)),
+        _V,
+        "`beta_min` must be a scalar",
+    ),
+    BadInput(
+        "sde.vesde.T_array", lambda: sf.VESDE(T=jnp.array([1.0, 2.0])), _V, "`T` must be a scalar"
+    ),
+    BadInput(
+        "sde.vesde.sigma_min_array",
+        lambda: sf.VESDE(sigma_min=jnp.array([0.01, 0.1])),
+        _V,
+        "`sigma_min` must be a scalar",
+    ),
+    BadInput(
+        "sde.vesde.sigma_order",
+        lambda: sf.VESDE(sigma_min=10.0, sigma_max=1.0),
+        _V,
+        "`sigma_min` must be smaller",
+    ),
+    BadInput("sde.vesde.sigma_min_zero", lambda: sf.VESDE(sigma_min=0.0), _V, "`sigma_min`"),
+    BadInput(
+        "sde.edmsde.t_min_array",
+        lambda: sf.EDMSDE(t_min=jnp.array([0.002, 0.01])),
+        _V,
+        "`t_min` must be a scalar",
+    ),
+    BadInput(
+        "sde.discrete_vpsde.betas_2d",
+        lambda: sf.sde.DiscreteVPSDE(jnp.ones((2, 2)) / 4),
+        _V,
+        "`betas`",
+    ),
+    BadInput(
+        "sde.discrete_vpsde.betas_one",
+        lambda: sf.sde.DiscreteVPSDE(jnp.array([0.1, 1.0])),
+        _V,
+        "`betas` must lie in",
+    ),
+    BadInput(
+        "sde.discrete_vpsde.t_min_array",
+        lambda: sf.sde.DiscreteVPSDE(jnp.full(4, 0.1), t_min=jnp.array([0.1, 0.2])),
+        _V,
+        "`t_min` must be a scalar",
+    ),
+    BadInput("sde.linear_betas.num_steps", lambda: sf.sde.linear_betas(1), _V, "`num_steps`"),
+    BadInput(
+        "sde.prior_sample.float16",
+        lambda: vp().prior_sample((2, 2), dtype=jnp.float16, key=key()),
+        _V,
+        "`dtype` must be one of .*half precision",
+    ),
+    BadInput(
+        "sde.prior_sample.int_key",
+        lambda: vp().prior_sample((2, 2), key=0),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput(
+        "sde.prediction.parameterisation",
+        lambda: sf.Prediction(vp(), lambda t, x: x, "noise"),
+        _V,
+        "`parameterisation`",
+    ),
+    BadInput(
+        "sde.convert.target",
+        lambda: sf.sde.convert(
+            vp(), 0.5, jnp.zeros(2), jnp.zeros(2), source="eps", target="velocity"
+        ),
+        _V,
+        "`target`",
+    ),
+    # ---- analytic ----
+    BadInput(
+        "analytic.mixture.nan_means",
+        lambda: sf.GaussianMixture(jnp.ones(1), jnp.full((1, 2), jnp.nan), jnp.ones((1, 2))),
+        _V,
+        "`means` must be finite",
+    ),
+    BadInput(
+        "analytic.mixture.inf_variances",
+        lambda: sf.GaussianMixture(jnp.ones(1), jnp.zeros((1, 2)), jnp.full((1, 2), jnp.inf)),
+        _V,
+        "`covariances` must be finite",
+    ),
+    BadInput(
+        "analytic.mixture.negative_variances",
+        lambda: sf.GaussianMixture(jnp.ones(1), jnp.zeros((1, 2)), -jnp.ones((1, 2))),
+        _V,
+        "`covariances` must be positive",
+    ),
+    BadInput(
+        "analytic.mixture.weights_sum",
+        lambda: sf.GaussianMixture(jnp.ones(2), jnp.zeros((2, 2)), jnp.ones((2, 2))),
+        _V,
+        "`weights` must sum to 1",
+    ),
+    BadInput(
+        "analytic.mixture.weights_nan",
+        lambda: sf.GaussianMixture(jnp.array([jnp.nan]), jnp.zeros((1, 2)), jnp.ones((1, 2))),
+        _V,
+        "`weights` must be finite",
+    ),
+    BadInput(
+        "analytic.mixture.means_shape",
+        lambda: sf.GaussianMixture(jnp.ones(1), jnp.zeros((2, 2)), jnp.ones((2, 2))),
+        _V,
+        "`means` must have shape",
+    ),
+    BadInput(
+        "analytic.mixture.covariances_shape",
+        lambda: sf.GaussianMixture(jnp.ones(1), jnp.zeros((1, 2)), jnp.ones((1, 3))),
+        _V,
+        "`covariances` must have shape",
+    ),
+    BadInput(
+        "analytic.mixture.integer_means",
+        lambda: sf.GaussianMixture(jnp.ones(1), jnp.zeros((1, 2), int), jnp.ones((1, 2))),
+        _V,
+        "`means` must be floating-point",
+    ),
+    BadInput(
+        "analytic.mixture.asymmetric",
+        lambda: sf.GaussianMixture(
+            jnp.ones(1), jnp.zeros((1, 2)), jnp.array([[[1.0, 0.5], [0.0, 1.0]]])
+        ),
+        _V,
+        "`covariances` must be positive",
+    ),
+    BadInput(
+        "analytic.mixture.sample_num_negative",
+        lambda: mixture().sample(-1, key=key()),
+        _V,
+        "`num` must be an int >= 0",
+    ),
+    BadInput(
+        "analytic.mixture.sample_num_float",
+        lambda: mixture().sample(2.5, key=key()),
+        _V,
+        "`num` must be an int >= 0",
+    ),
+    BadInput(
+        "analytic.mixture.sample_int_key",
+        lambda: mixture().sample(2, key=0),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput(
+        "analytic.mixture.sample_key_batch",
+        lambda: mixture().sample(2, key=jr.split(key(), 3)),
+        _V,
+        "`key` must be one PRNG key",
+    ),
+    BadInput(
+        "analytic.mixture.log_prob_shape",
+        lambda: mixture().log_prob(jnp.zeros(3)),
+        _V,
+        "`x` must have shape",
+    ),
+    BadInput(
+        "analytic.noisy_mixture.sample_num",
+        lambda: exact().sample(0.5, -3, key=key()),
+        _V,
+        "`num` must be an int >= 0",
+    ),
+    BadInput(
+        "analytic.noisy_mixture.mixture_type",
+        lambda: sf.analytic.NoisyMixture(None, vp()),
+        _V,
+        "`mixture` must be a",
+    ),
+    BadInput(
+        "analytic.noisy_mixture.sde_type",
+        lambda: sf.analytic.NoisyMixture(mixture(), "vp"),
+        _V,
+        "`sde` must be a",
+    ),
+    BadInput(
+        "analytic.noisy_mixture.parameterisation",
+        lambda: mixture().noised(vp(), "noise"),
+        _V,
+        "`parameterisation`",
+    ),
+    BadInput(
+        "analytic.gaussian.nan_mean",
+        lambda: sf.Gaussian(jnp.array([jnp.nan, 0.0]), jnp.ones(2)),
+        _V,
+        "`mean` must be finite",
+    ),
+    BadInput(
+        "analytic.gaussian.inf_covariance",
+        lambda: sf.Gaussian(jnp.zeros(2), jnp.array([1.0, jnp.inf])),
+        _V,
+        "`covariance` must be finite",
+    ),
+    BadInput(
+        "analytic.gaussian.covariance_shape",
+        lambda: sf.Gaussian(jnp.zeros(2), jnp.ones(3)),
+        _V,
+        "`covariance` must have shape",
+    ),
+    BadInput(
+        "analytic.gaussian.sample_num",
+        lambda: sf.Gaussian(jnp.zeros(2), jnp.ones(2)).sample(-1, key=key()),
+        _V,
+        "`num` must be an int >= 0",
+    ),
+    BadInput(
+        "analytic.class_mixture.labels_missing_class",
+        lambda: sf.analytic.ClassMixture(mixture(), [1]),
+        _V,
+        "`labels` must give every class",
+    ),
+    BadInput(
+        "analytic.class_mixture.mixture_type",
+        lambda: sf.analytic.ClassMixture("mixture", [0]),
+        _V,
+        "`mixture` must be a",
+    ),
+    BadInput(
+        "analytic.class_mixture.sample_num",
+        lambda: sf.analytic.ClassMixture(mixture(), [0]).sample(-2, key=key()),
+        _V,
+        "`num` must be an int >= 0",
+    ),
+    BadInput(
+        "analytic.conditional.mask_shape",
+        lambda: sf.analytic.conditional(mixture(), jnp.array([True]), jnp.zeros(2)),
+        _V,
+        "`mask`",
+    ),
+    # ---- solve ----
+    BadInput(
+        "solve.sample.nan_score_fixed_grid",
+        lambda: sf.sample(
+            vp(), NaNScore(vp()), (2, 2), solver=dfx.Euler(), grid=_FIXED, denoise=False, key=key()
+        ).samples.block_until_ready(),
+        eqx.EquinoxRuntimeError,
+        "[Nn]onfinite",
+    ),
+    BadInput(
+        "solve.sample.grid_below_zero",
+        lambda: sf.sample(
+            vp(), exact(), (2, 2), key=key(), grid=solve.CustomGrid(jnp.array([1.0, 0.5, -0.1]))
+        ),
+        _V,
+        r"`grid` must lie in the SDE's range \[t_min, T\]",
+    ),
+    BadInput(
+        "solve.sample.grid_beyond_T",
+        lambda: sf.sample(
+            vp(), exact(), (2, 2), key=key(), grid=solve.CustomGrid(jnp.array([2.0, 0.5, 0.01]))
+        ),
+        _V,
+        r"`grid` must lie in the SDE's range",
+    ),
+    BadInput(
+        "solve.sample.grid_below_t_min",
+        lambda: sf.sample(
+            vp(),
+            exact(),
+            (2, 2),
+            key=key(),
+            method="sde",
+            grid=solve.CustomGrid(jnp.array([1.0, 0.5, 1e-4])),
+        ),
+        _V,
+        r"`grid` must lie in the SDE's range",
+    ),
+    BadInput(
+        "solve.sample.grid_type",
+        lambda: sf.sample(vp(), exact(), (2, 2), key=key(), grid=jnp.linspace(1, 0.01, 4)),
+        _V,
+        "`grid` must be a `scoreflow.solve` grid",
+    ),
+    BadInput(
+        "solve.sample.float16",
+        lambda: sf.sample(vp(), exact(), (2, 2), dtype=jnp.float16, key=key()),
+        _V,
+        "`dtype` must be one of .*half precision",
+    ),
+    BadInput(
+        "solve.sample.bfloat16",
+        lambda: sf.sample(vp(), exact(), (2, 2), dtype=jnp.bfloat16, key=key()),
+        _V,
+        "`dtype` must be one of",
+    ),
+    BadInput(
+        "solve.sample.int_dtype",
+        lambda: sf.sample(vp(), exact(), (2, 2), dtype=jnp.int32, key=key()),
+        _V,
+        "`dtype` must be one of",
+    ),
+    BadInput(
+        "solve.sample.int_key",
+        lambda: sf.sample(vp(), exact(), (2, 2), key=0),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput(
+        "solve.sample.float_array_key",
+        lambda: sf.sample(vp(), exact(), (2, 2), key=jnp.zeros(2)),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput(
+        "solve.sample.method",
+        lambda: sf.sample(vp(), exact(), (2, 2), method="langevin", key=key()),
+        _V,
+        "`method`",
+    ),
+    BadInput(
+        "solve.sample.shape_no_batch",
+        lambda: sf.sample(vp(), exact(), (2,), key=key()),
+        _V,
+        "`shape` must be",
+    ),
+    BadInput(
+        "solve.sample.shape_negative",
+        lambda: sf.sample(vp(), exact(), (-1, 2), key=key()),
+        _V,
+        "`shape` must be a tuple of ints >= 0",
+    ),
+    BadInput(
+        "solve.sample.max_steps_zero",
+        lambda: sf.sample(
+            vp(), exact(), (2, 2), stepsize_controller=_pid(), max_steps=0, key=key()
+        ),
+        _V,
+        "`max_steps` must be an int >= 1",
+    ),
+    BadInput(
+        "solve.sample.dt0_positive",
+        lambda: sf.sample(vp(), exact(), (2, 2), stepsize_controller=_pid(), dt0=0.1, key=key()),
+        _V,
+        "`dt0` must be negative",
+    ),
+    BadInput(
+        "solve.sample.negative_rtol",
+        lambda: sf.sample(vp(), exact(), (2, 2), stepsize_controller=_pid(rtol=-1.0), key=key()),
+        _V,
+        "`stepsize_controller.rtol` must be non-negative",
+    ),
+    BadInput(
+        "solve.sample.grid_and_controller",
+        lambda: sf.sample(
+            vp(), exact(), (2, 2), grid=_FIXED, stepsize_controller=_pid(), key=key()
+        ),
+        _V,
+        "either `grid`",
+    ),
+    BadInput(
+        "solve.sample.bare_function",
+        lambda: sf.sample(vp(), lambda t, x: x, (2, 2), key=key()),
+        _V,
+        "`model` must say what it predicts",
+    ),
+    BadInput(
+        "solve.sample.other_sde",
+        lambda: sf.sample(sf.VESDE(), exact(), (2, 2), key=key()),
+        _V,
+        "`model` predicts under a VPSDE",
+    ),
+    BadInput(
+        "solve.probability_flow.y0_float16",
+        lambda: solve.solve_probability_flow(vp(), exact(), jnp.zeros((2, 2), jnp.float16)),
+        _V,
+        "`y0` must be one of",
+    ),
+    BadInput(
+        "solve.probability_flow.y0_integer",
+        lambda: solve.solve_probability_flow(vp(), exact(), jnp.zeros((2, 2), int)),
+        _V,
+        "`y0` must be a floating-point",
+    ),
+    BadInput(
+        "solve.probability_flow.y0_unbatched",
+        lambda: solve.solve_probability_flow(vp(), exact(), jnp.zeros(2)),
+        _V,
+        "`y0` must have shape",
+    ),
+    BadInput(
+        "solve.probability_flow.stochastic_solver",
+        lambda: solve.solve_probability_flow(vp(), exact(), x2(), solver=solve.StochasticDDIM()),
+        _V,
+        "`solver`",
+    ),
+    BadInput(
+        "solve.reverse_sde.deterministic_solver",
+        lambda: solve.solve_reverse_sde(vp(), exact(), x2(), solver=solve.DDIM(), key=key()),
+        _V,
+        "`solver`",
+    ),
+    BadInput(
+        "solve.reverse_sde.int_key",
+        lambda: solve.solve_reverse_sde(vp(), exact(), x2(), key=1),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput(
+        "solve.reverse_sde.brownian_tol",
+        lambda: solve.solve_reverse_sde(
+            vp(), exact(), x2(), stepsize_controller=_pid(), brownian_tol=-1.0, key=key()
+        ),
+        _V,
+        "`brownian_tol`",
+    ),
+    BadInput(
+        "solve.custom_grid.increasing",
+        lambda: solve.CustomGrid(jnp.array([0.1, 0.5, 1.0])),
+        _V,
+        "`ts` must be strictly decreasing",
+    ),
+    BadInput(
+        "solve.custom_grid.nan",
+        lambda: solve.CustomGrid(jnp.array([1.0, jnp.nan, 0.1])),
+        _V,
+        "`ts` must be finite",
+    ),
+    BadInput("solve.custom_grid.one_time", lambda: solve.CustomGrid(jnp.array([1.0])), _V, "`ts`"),
+    BadInput(
+        "solve.uniform_grid.num_steps",
+        lambda: solve.UniformGrid(0),
+        _V,
+        "`num_steps` must be an int >= 1",
+    ),
+    BadInput("solve.karras_grid.rho", lambda: solve.KarrasGrid(10, rho=-1.0), _V, "`rho`"),
+    BadInput(
+        "solve.log_likelihood.negative_rtol",
+        lambda: solve.log_likelihood(vp(), exact(), x2(), rtol=-1.0),
+        _V,
+        "`rtol` must be non-negative",
+    ),
+    BadInput(
+        "solve.log_likelihood.negative_atol",
+        lambda: solve.log_likelihood(vp(), exact(), x2(), atol=-1e-5),
+        _V,
+        "`atol` must be non-negative",
+    ),
+    BadInput(
+        "solve.log_likelihood.max_steps_zero",
+        lambda: solve.log_likelihood(vp(), exact(), x2(), max_steps=0),
+        _V,
+        "`max_steps`",
+    ),
+    BadInput(
+        "solve.log_likelihood.dt0_negative",
+        lambda: solve.log_likelihood(vp(), exact(), x2(), dt0=-0.01),
+        _V,
+        "`dt0` must be positive",
+    ),
+    BadInput(
+        "solve.log_likelihood.dt0_log_snr",
+        lambda: solve.log_likelihood(vp(), exact(), x2(), dt0=0.01, time_variable="log_snr"),
+        _V,
+        "`dt0` must be negative",
+    ),
+    BadInput(
+        "solve.log_likelihood.time_variable",
+        lambda: solve.log_likelihood(vp(), exact(), x2(), time_variable="sigma"),
+        _V,
+        "`time_variable`",
+    ),
+    BadInput(
+        "solve.log_likelihood.hutchinson_no_key",
+        lambda: solve.log_likelihood(vp(), exact(), x2(), trace=solve.Hutchinson()),
+        _V,
+        "`key` is required",
+    ),
+    BadInput(
+        "solve.log_likelihood.nan_x",
+        lambda: solve.log_likelihood(vp(), exact(), jnp.full((2, 2), jnp.nan)),
+        _V,
+        "`x` contains non-finite",
+    ),
+    BadInput(
+        "solve.log_likelihood.nan_score_fixed_steps",
+        lambda: solve.log_likelihood(
+            vp(),
+            NaNScore(vp()),
+            x2(),
+            solver=dfx.Euler(),
+            stepsize_controller=dfx.ConstantStepSize(),
+            dt0=0.5,
+        ).log_prob.block_until_ready(),
+        eqx.EquinoxRuntimeError,
+        "[Nn]onfinite",
+    ),
+    BadInput("solve.hutchinson.num_probes", lambda: solve.Hutchinson(0), _V, "`num_probes`"),
+    BadInput("solve.hutchinson.probe", lambda: solve.Hutchinson(1, "uniform"), _V, "`probe`"),
+    BadInput(
+        "solve.ula.step_size_negative",
+        lambda: solve.ula(lambda x: -x, x2(), step_size=-0.1, num_steps=2, key=key()),
+        _V,
+        "`step_size` must be positive",
+    ),
+    BadInput(
+        "solve.ula.step_size_array",
+        lambda: solve.ula(lambda x: -x, x2(), step_size=jnp.ones(2), num_steps=2, key=key()),
+        _V,
+        "`step_size` must be a scalar",
+    ),
+    BadInput(
+        "solve.ula.int_key",
+        lambda: solve.ula(lambda x: -x, x2(), step_size=0.1, num_steps=2, key=3),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput(
+        "solve.ula.num_steps",
+        lambda: solve.ula(lambda x: -x, x2(), step_size=0.1, num_steps=0, key=key()),
+        _V,
+        "`num_steps`",
+    ),
+    BadInput(
+        "solve.mala.y0_float16",
+        lambda: solve.mala(
+            lambda x: -jnp.sum(x**2),
+            jnp.zeros((2, 2), jnp.float16),
+            step_size=0.1,
+            num_steps=2,
+            key=key(),
+        ),
+        _V,
+        "`y0` must be one of",
+    ),
+    BadInput(
+        "solve.underdamped.gamma",
+        lambda: solve.underdamped_langevin(
+            lambda x: -x, x2(), step_size=0.1, num_steps=2, gamma=0.0, key=key()
+        ),
+        _V,
+        "`gamma`",
+    ),
+    BadInput(
+        "solve.annealed.ladder_increasing",
+        lambda: solve.annealed_langevin(
+            vp(),
+            exact(),
+            x2(),
+            ladder=jnp.array([0.1, 1.0]),
+            step_size=0.1,
+            steps_per_level=2,
+            key=key(),
+        ),
+        _V,
+        "`ladder` must be strictly decreasing",
+    ),
+    BadInput(
+        "solve.annealed.ladder_beyond_T",
+        lambda: solve.annealed_langevin(
+            vp(),
+            exact(),
+            x2(),
+            ladder=jnp.array([1e4, 1.0]),
+            step_size=0.1,
+            steps_per_level=2,
+            key=key(),
+        ),
+        _V,
+        "`ladder` must lie in the SDE's range",
+    ),
+    BadInput(
+        "solve.annealed.custom_grid_beyond_T",
+        lambda: solve.annealed_langevin(
+            vp(),
+            exact(),
+            x2(),
+            ladder=solve.CustomGrid(jnp.array([3.0, 0.5])),
+            step_size=0.1,
+            steps_per_level=2,
+            key=key(),
+        ),
+        _V,
+        "`ladder` must lie in the SDE's range",
+    ),
+    BadInput(
+        "solve.ais.num_chains",
+        lambda: solve.ais(
+            lambda x: -jnp.sum(x**2),
+            sf.Gaussian(jnp.zeros(2), jnp.ones(2)),
+            num_chains=1,
+            betas=4,
+            key=key(),
+        ),
+        _V,
+        "`num_chains`",
+    ),
+    BadInput(
+        "solve.ais.int_key",
+        lambda: solve.ais(
+            lambda x: -jnp.sum(x**2),
+            sf.Gaussian(jnp.zeros(2), jnp.ones(2)),
+            num_chains=4,
+            betas=4,
+            key=7,
+        ),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput(
+        "solve.ais.betas",
+        lambda: solve.ais(
+            lambda x: -jnp.sum(x**2),
+            sf.Gaussian(jnp.zeros(2), jnp.ones(2)),
+            num_chains=4,
+            betas=jnp.array([0.0, 0.7, 0.5, 1.0]),
+            key=key(),
+        ),
+        _V,
+        "`betas` must be strictly increasing",
+    ),
+    BadInput("solve.mala_kernel.step_size", lambda: solve.MALAKernel(-0.1), _V, "`step_size`"),
+    BadInput(
+        "solve.predictor_corrector.int_key",
+        lambda: solve.PredictorCorrector(solve.DDIM(), key=0),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput("solve.langevin_corrector.snr", lambda: solve.LangevinCorrector(snr=0.0), _V, "`snr`"),
+    BadInput("solve.stochastic_ddim.eta", lambda: solve.StochasticDDIM(eta=-1.0), _V, "`eta`"),
+    BadInput("solve.dpm_solver_pp.order", lambda: solve.DPMSolverPP(order=5), _V, "`order`"),
+    BadInput("solve.adams_pc.order", lambda: solve.ExponentialAdamsPC(order=0), _V, "`order`"),
+    BadInput(
+        "solve.stochastic_edm_heun.s_noise",
+        lambda: solve.StochasticEDMHeun(churn=1.0, s_noise=0.0),
+        _V,
+        "`s_noise`",
+    ),
+    BadInput(
+        "solve.brownian_path.int_key",
+        lambda: solve.GridBrownianPath(jnp.linspace(0, 1, 3), (2,), key=0),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput(
+        "solve.brownian_path.float16",
+        lambda: solve.GridBrownianPath(jnp.linspace(0, 1, 3), (2,), dtype=jnp.float16, key=key()),
+        _V,
+        "`dtype` must be one of",
+    ),
+    BadInput(
+        "solve.calibrate_grid.num_steps",
+        lambda: solve.calibrate_grid(vp(), exact(), x2(), 0),
+        _V,
+        "`num_steps`",
+    ),
+    BadInput(
+        "solve.calibrate_grid.relaxation",
+        lambda: solve.calibrate_grid(vp(), exact(), x2(), 4, relaxation=2.0),
+        _V,
+        "`relaxation`",
+    ),
+    # ---- losses ----
+    BadInput(
+        "losses.dsm.int_key",
+        lambda: losses.denoising_score_matching(vp(), exact(), x2(), key=0),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput(
+        "losses.dsm.x_float16",
+        lambda: losses.denoising_score_matching(
+            vp(), exact(), jnp.zeros((2, 2), jnp.float16), key=key()
+        ),
+        _V,
+        "`x` must be one of",
+    ),
+    BadInput(
+        "losses.dsm.x_integer",
+        lambda: losses.denoising_score_matching(vp(), exact(), jnp.zeros((2, 2), int), key=key()),
+        _V,
+        "`x` must be a floating",
+    ),
+    BadInput(
+        "losses.dsm.reduce",
+        lambda: losses.denoising_score_matching(vp(), exact(), x2(), reduce="max", key=key()),
+        _V,
+        "`reduce`",
+    ),
+    BadInput(
+        "losses.dsm.weighting",
+        lambda: losses.denoising_score_matching(vp(), exact(), x2(), weighting="sigma2", key=key()),
+        _V,
+        "`weighting`",
+    ),
+    BadInput(
+        "losses.dsm.time_sampling",
+        lambda: losses.denoising_score_matching(
+            vp(), exact(), x2(), time_sampling="uniform", key=key()
+        ),
+        _V,
+        "`time_sampling`",
+    ),
+    BadInput(
+        "losses.dsm.bare_function",
+        lambda: losses.denoising_score_matching(vp(), lambda t, x: x, x2(), key=key()),
+        _V,
+        "`model` must say what it predicts",
+    ),
+    BadInput(
+        "losses.ssm.int_key",
+        lambda: losses.sliced_score_matching(vp(), exact(), x2(), key=0),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput(
+        "losses.ism.model_without_sde",
+        lambda: losses.implicit_score_matching(None, exact(), x2(), key=key()),
+        _V,
+        "`model`",
+    ),
+    BadInput(
+        "losses.edm_weighting.sigma_data", lambda: losses.EDMWeighting(-0.5), _V, "`sigma_data`"
+    ),
+    BadInput(
+        "losses.log_normal_time.p_std", lambda: losses.LogNormalTime(p_std=0.0), _V, "`p_std`"
+    ),
+    BadInput(
+        "losses.discrete_time.times_2d",
+        lambda: losses.DiscreteTime(jnp.ones((2, 2))),
+        _V,
+        "`times`",
+    ),
+    BadInput(
+        "losses.contrastive_divergence.shapes",
+        lambda: losses.contrastive_divergence(lambda x: jnp.sum(x), x2(), jnp.zeros((2, 3))),
+        _V,
+        "`negatives`",
+    ),
+    BadInput(
+        "losses.contrastive_divergence.energy_penalty",
+        lambda: losses.contrastive_divergence(
+            lambda x: jnp.sum(x), x2(), x2(), energy_penalty=-1.0
+        ),
+        _V,
+        "`energy_penalty`",
+    ),
+    BadInput(
+        "losses.replay_buffer.size", lambda: losses.ReplayBuffer(0, (2,), key=key()), _V, "`size`"
+    ),
+    BadInput(
+        "losses.replay_buffer.float16",
+        lambda: losses.ReplayBuffer(4, (2,), dtype=jnp.float16, key=key()),
+        _V,
+        "`dtype` must be one of",
+    ),
+    BadInput(
+        "losses.replay_buffer.int_key",
+        lambda: losses.ReplayBuffer(4, (2,), key=0),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    # ---- models ----
+    BadInput(
+        "models.score_sde.parameterisation",
+        lambda: models.ScoreSDE(vp(), tiny_mlp(), parameterisation="noise", event_shape=(2,)),
+        _V,
+        "`parameterisation`",
+    ),
+    BadInput(
+        "models.score_sde.objective",
+        lambda: models.ScoreSDE(
+            vp(), tiny_mlp(), parameterisation="eps", event_shape=(2,), objective="contrastive"
+        ),
+        _V,
+        "`objective`",
+    ),
+    BadInput(
+        "models.score_sde.sample_shape",
+        lambda: score_sde().sample(-1, key=key()),
+        _V,
+        "`sample_shape` must be",
+    ),
+    BadInput(
+        "models.score_sde.sample_float16",
+        lambda: score_sde().sample(2, dtype=jnp.float16, key=key()),
+        _V,
+        "`dtype` must be one of",
+    ),
+    BadInput(
+        "models.score_sde.sample_int_key",
+        lambda: score_sde().sample(2, key=0),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput(
+        "models.score_sde.sample_method",
+        lambda: score_sde().sample(2, method="langevin", key=key()),
+        _V,
+        "`method`",
+    ),
+    BadInput(
+        "models.score_sde.loss_shape",
+        lambda: score_sde().loss(jnp.zeros((2, 3)), key=key()),
+        _V,
+        "`x` must have shape",
+    ),
+    BadInput(
+        "models.ddpm.num_steps",
+        lambda: models.DDPM(tiny_mlp(), event_shape=(2,), betas=sf.sde.linear_betas(10)).sample(
+            2, num_steps=20, key=key()
+        ),
+        _V,
+        "`num_steps` must be an int in",
+    ),
+    BadInput(
+        "models.ncsn.sigmas_increasing",
+        lambda: models.NCSN(lambda s, x: x, event_shape=(2,), sigmas=jnp.array([0.1, 1.0])),
+        _V,
+        "`sigmas` must be strictly decreasing",
+    ),
+    BadInput(
+        "models.ncsn.sample_float16",
+        lambda: models.NCSN(lambda s, x: x, event_shape=(2,)).sample(
+            2, dtype=jnp.float16, key=key()
+        ),
+        _V,
+        "`dtype` must be one of",
+    ),
+    BadInput("models.realnvp.dim", lambda: models.RealNVP(1, key=key()), _V, "`dim`"),
+    BadInput(
+        "models.realnvp.float16",
+        lambda: models.RealNVP(2, num_layers=2, width=4, depth=1, dtype=jnp.float16, key=key()),
+        _V,
+        "`dtype` must be one of",
+    ),
+    BadInput(
+        "models.ffjord.negative_rtol",
+        lambda: models.FFJORD(2, width=4, depth=1, rtol=-1e-5, key=key()),
+        _V,
+        "`rtol` must be non-negative",
+    ),
+    BadInput(
+        "models.ffjord.kinetic_weight",
+        lambda: models.FFJORD(2, width=4, depth=1, kinetic_weight=-1.0, key=key()),
+        _V,
+        "`kinetic_weight`",
+    ),
+    BadInput(
+        "models.gmm.sample_int_key",
+        lambda: models.GMM(
+            jnp.ones(1), jnp.zeros((1, 2)), jnp.ones((1, 2)), covariance_type="diag"
+        ).sample(2, key=0),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput(
+        "models.fit_gmm.num_components",
+        lambda: models.fit_gmm(x2(), 5, key=key()),
+        _V,
+        "`num_components`",
+    ),
+    BadInput(
+        "models.fit_gmm.x_integer",
+        lambda: models.fit_gmm(jnp.zeros((4, 2), int), 1, key=key()),
+        _V,
+        "`x` must hold floating-point",
+    ),
+    BadInput(
+        "models.fit_gmm.covariance_type",
+        lambda: models.fit_gmm(x2(), 1, covariance_type="banded", key=key()),
+        _V,
+        "`covariance_type`",
+    ),
+    BadInput(
+        "models.ebm.restart",
+        lambda: models.EBM(
+            lambda x: jnp.sum(x),
+            event_shape=(2,),
+            training=models.ContrastiveDivergence(restart=2.0),
+        ),
+        _V,
+        "`restart`",
+    ),
+    BadInput(
+        "models.conditional.num_classes",
+        lambda: models.ConditionalScoreSDE(
+            vp(), tiny_mlp(), parameterisation="eps", event_shape=(2,), num_classes=0
+        ),
+        _V,
+        "`num_classes`",
+    ),
+    # ---- data ----
+    BadInput(
+        "data.toy_sample.name",
+        lambda: sf.data.toy_sample("moons", 4, key=key()),
+        _V,
+        "`name` must be one of",
+    ),
+    BadInput(
+        "data.toy_sample.num",
+        lambda: sf.data.toy_sample("two_moons", -4, key=key()),
+        _V,
+        "`num` must be an int >= 0",
+    ),
+    BadInput(
+        "data.toy_sample.float16",
+        lambda: sf.data.toy_sample("two_moons", 4, dtype=jnp.float16, key=key()),
+        _V,
+        "`dtype` must be one of",
+    ),
+    BadInput(
+        "data.toy_sample.int_key",
+        lambda: sf.data.toy_sample("two_moons", 4, key=0),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput(
+        "data.ring_mixture.float16",
+        lambda: sf.data.ring_mixture(jnp.float16),
+        _V,
+        "`dtype` must be one of",
+    ),
+    BadInput(
+        "data.load_array.suffix", lambda: sf.data.load_array("data.csv"), _V, "`path` must end in"
+    ),
+    BadInput(
+        "data.load_array.float16",
+        lambda: sf.data.load_array("data.npy", dtype="float16"),
+        _V,
+        "`dtype` must be one of",
+    ),
+    BadInput("data.load_array.nan", lambda: _load_written(np.full((2, 2), np.nan)), _V, "NaN"),
+    BadInput(
+        "data.load_array.one_axis", lambda: _load_written(np.zeros(3)), _V, r"shape \(N, \*event\)"
+    ),
+    BadInput("data.digits.split", lambda: sf.data.digits("validation"), _V, "`split`"),
+    # ---- guidance ----
+    BadInput(
+        "guidance.posterior.mask_dtype",
+        lambda: guidance.PosteriorSampling(exact(), jnp.array([1, 0]), jnp.zeros(2)),
+        _V,
+        "`mask` must be a boolean",
+    ),
+    BadInput(
+        "guidance.posterior.noise_std",
+        lambda: guidance.PosteriorSampling(
+            exact(), jnp.array([True, False]), jnp.zeros(2), noise_std=-1.0
+        ),
+        _V,
+        "`noise_std`",
+    ),
+    BadInput(
+        "guidance.replacement.observation_nan",
+        lambda: guidance.Replacement(exact(), jnp.array([True, False]), jnp.array([jnp.nan, 0.0])),
+        _V,
+        "`observation`",
+    ),
+    BadInput(
+        "guidance.replacement.bare_function",
+        lambda: guidance.Replacement(lambda t, x: x, jnp.array([True, False]), jnp.zeros(2)),
+        _V,
+        "`model`",
+    ),
+    BadInput(
+        "guidance.classifier_free.model",
+        lambda: guidance.ClassifierFreeGuidance(exact(), 0),
+        _V,
+        "`model`",
+    ),
+    BadInput(
+        "guidance.classifier.classifier",
+        lambda: guidance.ClassifierGuidance(exact(), lambda t, x: x, 0),
+        _V,
+        "`classifier`",
+    ),
+    BadInput(
+        "guidance.twisted_smc.num_particles",
+        lambda: guidance.twisted_smc(
+            guidance.PosteriorSampling(exact(), jnp.array([True, False]), jnp.zeros(2)),
+            1,
+            grid=_FIXED,
+            key=key(),
+        ),
+        _V,
+        "`num_particles`",
+    ),
+    BadInput(
+        "guidance.twisted_smc.grid_beyond_T",
+        lambda: guidance.twisted_smc(
+            guidance.PosteriorSampling(exact(), jnp.array([True, False]), jnp.zeros(2)),
+            4,
+            grid=solve.CustomGrid(jnp.array([5.0, 0.5])),
+            key=key(),
+        ),
+        _V,
+        "`grid` must lie in the SDE's range",
+    ),
+    BadInput(
+        "guidance.twisted_smc.int_key",
+        lambda: guidance.twisted_smc(
+            guidance.PosteriorSampling(exact(), jnp.array([True, False]), jnp.zeros(2)),
+            4,
+            grid=_FIXED,
+            key=0,
+        ),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput(
+        "guidance.twisted_smc.float16",
+        lambda: guidance.twisted_smc(
+            guidance.PosteriorSampling(exact(), jnp.array([True, False]), jnp.zeros(2)),
+            4,
+            grid=_FIXED,
+            dtype=jnp.float16,
+            key=key(),
+        ),
+        _V,
+        "`dtype` must be one of",
+    ),
+    # ---- metrics ----
+    BadInput(
+        "metrics.kid.int_key",
+        lambda: metrics.kid(
+            jnp.zeros((4, 2)), jnp.ones((4, 2)), num_subsets=2, subset_size=2, key=0
+        ),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput(
+        "metrics.kid.subset_size",
+        lambda: metrics.kid(jnp.zeros((4, 2)), jnp.ones((4, 2)), subset_size=9, key=key()),
+        _V,
+        "`subset_size`",
+    ),
+    BadInput(
+        "metrics.mmd_test.int_key",
+        lambda: metrics.mmd_test(jnp.zeros((4, 2)), jnp.ones((4, 2)), key=0),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput(
+        "metrics.mmd_test.num_permutations",
+        lambda: metrics.mmd_test(
+            jnp.zeros((4, 2)), jnp.ones((4, 2)), num_permutations=0, key=key()
+        ),
+        _V,
+        "`num_permutations`",
+    ),
+    BadInput(
+        "metrics.frechet.eps",
+        lambda: metrics.frechet_distance(jnp.zeros((4, 2)), jnp.ones((4, 2)), eps=-1.0),
+        _V,
+        "`eps`",
+    ),
+    BadInput(
+        "metrics.precision_recall.k",
+        lambda: metrics.precision_recall(jnp.zeros((4, 2)), jnp.ones((4, 2)), k=0),
+        _V,
+        "`k`",
+    ),
+    BadInput(
+        "metrics.mode_coverage.num_std",
+        lambda: metrics.mode_coverage(x2(), mixture(), num_std=-1.0),
+        _V,
+        "`num_std`",
+    ),
+    BadInput(
+        "metrics.bits_per_dim.levels",
+        lambda: metrics.bits_per_dim(
+            lambda x: jnp.zeros(2), jnp.zeros((2, 2), int), levels=1, key=key()
+        ),
+        _V,
+        "`levels`",
+    ),
+    BadInput(
+        "metrics.bits_per_dim.float_data",
+        lambda: metrics.bits_per_dim(lambda x: jnp.zeros(2), x2(), levels=4, key=key()),
+        _V,
+        "`x` must hold integers",
+    ),
+    BadInput(
+        "metrics.bits_per_dim.int_key",
+        lambda: metrics.bits_per_dim(
+            lambda x: jnp.zeros(2), jnp.zeros((2, 2), int), levels=4, key=0
+        ),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput(
+        "metrics.bin_centres.float16",
+        lambda: metrics.bin_centres(jnp.zeros((2, 2), int), levels=4, dtype=jnp.float16),
+        _V,
+        "`dtype` must be one of",
+    ),
+    BadInput(
+        "metrics.importance.num_samples",
+        lambda: metrics.importance_log_likelihood(
+            lambda x, *, key: x, x2(), num_samples=1, key=key()
+        ),
+        _V,
+        "`num_samples`",
+    ),
+    BadInput(
+        "metrics.importance.int_key",
+        lambda: metrics.importance_log_likelihood(lambda x, *, key: x, x2(), key=0),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput(
+        "metrics.gaussian_kernel.bandwidth", lambda: metrics.GaussianKernel(-1.0), _V, "`bandwidth`"
+    ),
+    # ---- bijections ----
+    BadInput(
+        "bijections.affine.zero_scale",
+        lambda: bij.Affine(jnp.zeros(2), jnp.zeros(2)),
+        _V,
+        "`scale`",
+    ),
+    BadInput(
+        "bijections.permute.not_permutation", lambda: bij.Permute([0, 0, 1]), _V, "`permutation`"
+    ),
+    BadInput("bijections.chain.empty", lambda: bij.Chain([]), _V, "`bijections` must not be empty"),
+    BadInput(
+        "bijections.coupling.mask_all_true",
+        lambda: bij.AffineCoupling([True, True], key=key()),
+        _V,
+        "`mask`",
+    ),
+    BadInput(
+        "bijections.coupling.scale_fn",
+        lambda: bij.AffineCoupling([True, False], scale_fn="tanh", key=key()),
+        _V,
+        "`scale_fn`",
+    ),
+    BadInput(
+        "bijections.coupling.float16",
+        lambda: bij.AffineCoupling([True, False], dtype=jnp.float16, key=key()),
+        _V,
+        "`dtype` must be one of",
+    ),
+    BadInput(
+        "bijections.coupling.int_key",
+        lambda: bij.AffineCoupling([True, False], key=0),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput(
+        "bijections.coupling_stack.num_layers",
+        lambda: bij.AffineCouplingStack(2, num_layers=1, key=key()),
+        _V,
+        "`num_layers`",
+    ),
+    BadInput(
+        "bijections.cnf.negative_atol",
+        lambda: bij.CNF(lambda t, z: z, (2,), atol=-1.0),
+        _V,
+        "`atol` must be non-negative",
+    ),
+    BadInput(
+        "bijections.cnf.max_steps_zero",
+        lambda: bij.CNF(lambda t, z: z, (2,), max_steps=0),
+        _V,
+        "`max_steps`",
+    ),
+    BadInput(
+        "bijections.cnf.equal_times",
+        lambda: bij.CNF(lambda t, z: z, (2,), t1=0.0),
+        _V,
+        "`t1` must differ",
+    ),
+    BadInput(
+        "bijections.cnf.t1_array",
+        lambda: bij.CNF(lambda t, z: z, (2,), t1=jnp.ones(2)),
+        _V,
+        "`t1` must be a scalar",
+    ),
+    BadInput(
+        "bijections.standard_normal.negative_shape",
+        lambda: bij.StandardNormal((2,)).sample((-1,), key=key()),
+        _V,
+        "`sample_shape` must be a tuple of ints >= 0",
+    ),
+    BadInput(
+        "bijections.standard_normal.int_key",
+        lambda: bij.StandardNormal((2,)).sample((3,), key=0),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput(
+        "bijections.flow.shapes",
+        lambda: bij.Flow(bij.StandardNormal((3,)), bij.Permute([1, 0])),
+        _V,
+        "`base` and `bijection`",
+    ),
+    # ---- nn ----
+    BadInput("nn.time_mlp.depth", lambda: nn.TimeMLP((2,), depth=0, key=key()), _V, "`depth`"),
+    BadInput(
+        "nn.time_mlp.embedding",
+        lambda: nn.TimeMLP((2,), embedding="learned", key=key()),
+        _V,
+        "`embedding`",
+    ),
+    BadInput(
+        "nn.time_mlp.int_key",
+        lambda: nn.TimeMLP((2,), width=4, key=0),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput(
+        "nn.time_mlp.x_shape", lambda: tiny_mlp()(0.5, jnp.zeros(3)), _V, "`x` must have shape"
+    ),
+    BadInput(
+        "nn.fourier.odd_dim",
+        lambda: nn.GaussianFourierEmbedding(3, key=key()),
+        _V,
+        "`dim` must be an even",
+    ),
+    BadInput(
+        "nn.fourier.int_key",
+        lambda: nn.GaussianFourierEmbedding(4, key=0),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput("nn.sinusoidal.odd_dim", lambda: nn.SinusoidalEmbedding(5), _V, "`dim`"),
+    BadInput(
+        "nn.label_embedding.num_classes",
+        lambda: nn.LabelEmbedding(0, 4, key=key()),
+        _V,
+        "`num_classes`",
+    ),
+    BadInput(
+        "nn.concat_squash.float16",
+        lambda: nn.ConcatSquashMLP(2, 4, 1, dtype=jnp.float16, key=key()),
+        _V,
+        "`dtype` must be one of",
+    ),
+    BadInput("nn.concat_squash.width", lambda: nn.ConcatSquashMLP(2, 0, key=key()), _V, "`width`"),
+    BadInput("nn.energy_mlp.width", lambda: nn.EnergyMLP((2,), width=0, key=key()), _V, "`width`"),
+    BadInput(
+        "nn.energy_mlp.int_key",
+        lambda: nn.EnergyMLP((2,), width=4, key=0),
+        _V,
+        "`key` must be a PRNG key",
+    ),
+    BadInput("nn.unet.data_shape", lambda: nn.UNet((8, 8), key=key()), _V, "`data_shape`"),
+    BadInput(
+        "nn.unet.divisible",
+        lambda: nn.UNet((1, 7, 7), channel_mults=(1, 2), key=key()),
+        _V,
+        "divisible",
+    ),
+    BadInput(
+        "nn.classifier.num_classes",
+        lambda: nn.TimeConvClassifier((1, 8, 8), num_classes=0, key=key()),
+        _V,
+        "`num_classes`",
+    ),
+]
