@@ -414,3 +414,19 @@ def test_check_model_names_the_fix():
 
     with pytest.raises(ValueError, match=r"`model` must say what it predicts.*Prediction\(sde"):
         check_model(sf.VPSDE(), lambda t, x: x)
+
+
+def test_progress_meter_changes_nothing_but_the_output(capfd):
+    mix = sf.data.ring_mixture()
+    sde = sf.VPSDE()
+    kw = dict(grid=sf.solve.KarrasGrid(4), key=jr.key(0))
+    quiet = sf.sample(sde, mix.noised(sde), (8, 2), **kw).samples
+    shown = sf.sample(sde, mix.noised(sde), (8, 2), progress=True, **kw).samples
+    assert "100.00%" in capfd.readouterr().err
+    np.testing.assert_array_equal(quiet, shown)
+    x = mix.sample(4, key=jr.key(1))
+    sf.solve.log_likelihood(sde, mix.noised(sde), x, progress=True)
+    assert "100.00%" in capfd.readouterr().err
+    # The tests' runtime type checks catch it first; without them, the ValueError does.
+    with pytest.raises((ValueError, TypeCheckError), match="progress"):
+        sf.sample(sde, mix.noised(sde), (8, 2), progress="yes", **kw)

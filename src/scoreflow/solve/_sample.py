@@ -12,6 +12,7 @@ from ._grids._grids import AbstractGrid, KarrasGrid, UniformGrid, check_grid, gr
 from ._shared._brownian import GridBrownianPath
 from ._shared._model import check_model
 from ._shared._nfe import count_nfe
+from ._shared._progress import progress_meter
 from ._shared._result import finite_result
 from ._shared._saveat import save_at
 from ._solvers._base import AbstractDiffusionSolver, AbstractStochasticDiffusionSolver
@@ -124,6 +125,7 @@ def solve_probability_flow(
     adjoint: dfx.AbstractAdjoint = dfx.RecursiveCheckpointAdjoint(),
     ts_save: Float[Array, " k"] | None = None,
     throw: bool = True,
+    progress: bool = False,
 ) -> SampleResult:
     r"""Map noise to data through the probability-flow ODE (Song et al. 2021, eq. 13).
 
@@ -155,6 +157,8 @@ def solve_probability_flow(
         ts_save: optional decreasing times at which to keep the trajectory.
         throw: raise if the solve fails or its samples are not finite (else inspect
             `result`: `diffrax.RESULTS.nonfinite` for NaN or inf samples).
+        progress: show diffrax's progress meter of the solve (a host callback per
+            step; off by default, as inside `jax.vmap`).
 
     Returns:
         A `SampleResult`.
@@ -185,6 +189,7 @@ def solve_probability_flow(
         adjoint,
         ts_save,
         throw,
+        progress_meter(progress),
     )
 
 
@@ -202,6 +207,7 @@ def _solve_probability_flow(
     adjoint,
     ts_save,
     throw,
+    meter,
 ):
     t0, t1, dt0, controller, max_steps, _ = _stepping(
         sde, grid, stepsize_controller, dt0, KarrasGrid(32), max_steps, y0.dtype
@@ -219,6 +225,7 @@ def _solve_probability_flow(
         adjoint=adjoint,
         saveat=save_at(ts_save, solver_state=isinstance(solver, AbstractDiffusionSolver)),
         throw=throw,
+        progress_meter=meter,
     )
     return _finish(sol, term, solver, t1, denoise, ts_save, throw)
 
@@ -238,6 +245,7 @@ def solve_reverse_sde(
     adjoint: dfx.AbstractAdjoint = dfx.RecursiveCheckpointAdjoint(),
     ts_save: Float[Array, " k"] | None = None,
     throw: bool = True,
+    progress: bool = False,
     key: Key,
 ) -> SampleResult:
     r"""Sample by solving the reverse-time SDE (Anderson 1982; Song et al. 2021, eq. 6).
@@ -264,6 +272,7 @@ def solve_reverse_sde(
         adjoint: diffrax adjoint used when differentiating through the solve.
         ts_save: optional decreasing times at which to keep the trajectory.
         throw: raise if the solve fails.
+        progress: show diffrax's progress meter of the solve.
         key: PRNG key of the Brownian motion.
 
     Returns:
@@ -298,6 +307,7 @@ def solve_reverse_sde(
         adjoint,
         ts_save,
         throw,
+        progress_meter(progress),
         key,
     )
 
@@ -317,6 +327,7 @@ def _solve_reverse_sde(
     adjoint,
     ts_save,
     throw,
+    meter,
     key,
 ):
     t0, t1, dt0, controller, max_steps, ts = _stepping(
@@ -347,6 +358,7 @@ def _solve_reverse_sde(
         adjoint=adjoint,
         saveat=save_at(ts_save),
         throw=throw,
+        progress_meter=meter,
     )
     return _finish(sol, terms.terms[0], solver, t1, denoise, ts_save, throw)
 
@@ -372,7 +384,7 @@ def sample(
         dtype: floating dtype of the noise (default: JAX's default float).
         key: PRNG key.
         **kwargs: passed to the solve (`solver`, `grid`, `stepsize_controller`,
-            `denoise`, ...).
+            `denoise`, `progress`, ...).
 
     Returns:
         A `SampleResult`.

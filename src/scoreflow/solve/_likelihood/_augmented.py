@@ -25,6 +25,7 @@ from jaxtyping import Array, Float, Int
 from ... import _checks
 from ..._custom_types import Key, RealScalarLike
 from .._shared._nfe import count_nfe
+from .._shared._progress import progress_meter
 from .._shared._result import finite_result
 from ._trace import AbstractTrace, Exact, check_trace
 
@@ -151,6 +152,7 @@ def solve_augmented(
     max_steps: int | None = 4096,
     adjoint: dfx.AbstractAdjoint = dfx.RecursiveCheckpointAdjoint(),
     throw: bool = True,
+    progress: bool = False,
     key: Key | None = None,
 ) -> FlowSolution:
     r"""Solve the augmented dynamics of `vector_field` from `t0` to `t1`.
@@ -173,6 +175,7 @@ def solve_augmented(
         adjoint: diffrax adjoint used when differentiating through the solve
             (`RecursiveCheckpointAdjoint`, `BacksolveAdjoint`, ...).
         throw: raise on a failed solve; with `False` inspect `result`.
+        progress: show diffrax's progress meter of the solve (off by default).
         key: PRNG key of the probes (needed for `Hutchinson`).
 
     Returns:
@@ -221,6 +224,7 @@ def solve_augmented(
         max_steps=max_steps,
         adjoint=adjoint,
         throw=throw,
+        progress_meter=progress_meter(progress),
     )
     end = jax.tree.map(lambda leaf: leaf[-1], sol.ys)
     # A fixed-step solve does not see NaN; the encoding and the log-det must be finite.

@@ -83,6 +83,7 @@ def log_likelihood(
     trace: AbstractTrace = Exact(),
     adjoint: dfx.AbstractAdjoint = dfx.RecursiveCheckpointAdjoint(),
     throw: bool = True,
+    progress: bool = False,
     key: Key | None = None,
 ) -> LikelihoodResult:
     r"""Log-likelihood of a score model by its probability-flow ODE.
@@ -140,6 +141,7 @@ def log_likelihood(
             the probes drawn once and held fixed).
         adjoint: diffrax adjoint for differentiating through the solve.
         throw: raise on a failed solve; with `False` check `result`.
+        progress: show diffrax's progress meter of the solve (off by default).
         key: PRNG key of the probes (required for `Hutchinson`).
 
     Returns:
@@ -189,6 +191,7 @@ def log_likelihood(
         trace=trace,
         adjoint=adjoint,
         throw=throw,
+        progress=progress,
         key=key,
     )
 
@@ -210,6 +213,7 @@ def _log_likelihood(
     trace,
     adjoint,
     throw,
+    progress,
     key,
 ):
     field = _ProbabilityFlowField(probability_flow_term(sde, model, batched=False))
@@ -232,6 +236,7 @@ def _log_likelihood(
         max_steps=max_steps,
         adjoint=adjoint,
         throw=throw,
+        progress=progress,
         key=key,
     )
     prior = sde.prior_log_prob if prior_log_prob is None else prior_log_prob
