@@ -16,6 +16,7 @@ the small objects below and a two-step grid.
 import dataclasses
 import functools
 import os
+import pathlib
 import tempfile
 from collections.abc import Callable
 
@@ -1393,5 +1394,312 @@ ROWS: list[BadInput] = [
         lambda: nn.TimeConvClassifier((1, 8, 8), num_classes=0, key=key()),
         _V,
         "`num_classes`",
+    ),
+]
+
+
+# ---- train, the file format, the CLI and its config ----
+
+
+class _Tiny(eqx.Module):
+    """A one-parameter model for the training rows."""
+
+    mu: jnp.ndarray
+
+    def loss(self, x, *, key):
+        return jnp.mean((x - self.mu[None]) ** 2)
+
+
+def _tiny():
+    return _Tiny(jnp.zeros(2))
+
+
+def _fit(**kw):
+    args = dict(num_steps=1, batch_size=2, progress=False, key=key())
+    return sf.train.fit(_tiny(), kw.pop("data", x2()), **{**args, **kw})
+
+
+def _in_tmp(fn):
+    # `fn(folder)` in a fresh temporary folder, removed afterwards.
+    with tempfile.TemporaryDirectory() as folder:
+        return fn(folder)
+
+
+def _write(folder, name, content: bytes):
+    path = os.path.join(folder, name)
+    with open(path, "wb") as f:
+        f.write(content)
+    return path
+
+
+def _cli(folder, config: dict | str, *extra):
+    # The CLI with --debug, so that the row sees the exception behind the one-line error.
+    from scoreflow.cli import main
+
+    text = config if isinstance(config, str) else __import__("json").dumps(config)
+    path = _write(folder, "cfg.json", text.encode())
+    return main(["--debug", "train", "--config", path, "--quiet", *extra])
+
+
+def _cli_value(name, value):
+    return lambda: _in_tmp(lambda d: _cli(d, {name: value}))
+
+
+def _saved_then(fn):
+    def run(folder):
+        path = os.path.join(folder, "m.eqx")
+        sf.save(path, _tiny())
+        return fn(path)
+
+    return lambda: _in_tmp(run)
+
+
+def _checkpoint_then(fn):
+    def run(folder):
+        path = os.path.join(folder, "run.eqx")
+        _fit(checkpoint=path, ema_decay=None)
+        return fn(path)
+
+    return lambda: _in_tmp(run)
+
+
+def _corrupt(path):
+    raw = bytearray(pathlib.Path(path).read_bytes())
+    raw[len(raw) // 2] ^= 1
+    pathlib.Path(path).write_bytes(bytes(raw))
+    return sf.load(path)
+
+
+def _truncate(path):
+    raw = pathlib.Path(path).read_bytes()
+    pathlib.Path(path).write_bytes(raw[: len(raw) - 40])
+    return sf.train.load_checkpoint(path)
+
+
+def _resume_other(path):
+    return _fit(checkpoint=path, num_steps=2, ema_decay=0.9)  # written without an EMA
+
+
+_CE = sf.train.CheckpointError
+ROWS += [
+    BadInput("train.fit.num_steps", lambda: _fit(num_steps=-1), _V, "`num_steps`"),
+    BadInput("train.fit.batch_size", lambda: _fit(batch_size=0), _V, "`batch_size`"),
+    BadInput("train.fit.steps_per_chunk", lambda: _fit(steps_per_chunk=0), _V, "`steps_per_chunk`"),
+    BadInput("train.fit.ema_decay", lambda: _fit(ema_decay=1.0), _V, "`ema_decay`"),
+    BadInput("train.fit.data_1d", lambda: _fit(data=jnp.zeros(4)), _V, "`data` must have shape"),
+    BadInput(
+        "train.fit.data_rows",
+        lambda: _fit(data=(jnp.zeros((4, 2)), jnp.zeros(3))),
+        _V,
+        "`data`'s arrays must share their leading axis",
+    ),
+    BadInput(
+        "train.fit.integer_data",
+        lambda: sf.train.fit(
+            sf.ScoreSDE(
+                vp(),
+                nn.TimeMLP((2,), width=4, depth=1, key=key()),
+                parameterisation="eps",
+                event_shape=(2,),
+            ),
+            jnp.zeros((4, 2), jnp.int32),
+            num_steps=1,
+            progress=False,
+            key=key(),
+        ),  # fmt: skip
+        _V,
+        "`data` has integer dtype int32",
+    ),
+    BadInput(
+        "train.fit.checkpoint_dir",
+        lambda: _in_tmp(lambda d: _fit(checkpoint=d)),
+        _V,
+        "`checkpoint` .* is a directory",
+    ),
+    BadInput(
+        "train.fit.checkpoint_under_file",
+        lambda: _in_tmp(lambda d: _fit(checkpoint=os.path.join(_write(d, "f", b""), "run.eqx"))),
+        _V,
+        "`checkpoint` .* lies under",
+    ),
+    BadInput("train.fit.int_key", lambda: _fit(key=0), _V, "`key` must be a PRNG key"),
+    BadInput(
+        "train.fit.nan_data",
+        lambda: _fit(data=jnp.full((2, 2), jnp.nan)),
+        _V,
+        "`data` has non-finite",
+    ),
+    BadInput(
+        "train.fit.checkpoint_every",
+        lambda: _in_tmp(lambda d: _fit(checkpoint=os.path.join(d, "r.eqx"), checkpoint_every=0)),
+        _V,
+        "`checkpoint_every`",
+    ),
+    BadInput(
+        "train.fit.checkpoint_every_alone",
+        lambda: _fit(checkpoint_every=10),
+        _V,
+        "`checkpoint_every` needs a `checkpoint`",
+    ),
+    BadInput("train.fit.validation_fraction", lambda: _fit(validation=1.5), _V, "fraction"),
+    BadInput("train.fit.validation_rows", lambda: _fit(validation=0.1), _V, "`validation=0.1`"),
+    BadInput("train.fit.patience_alone", lambda: _fit(patience=3), _V, "`patience` needs"),
+    BadInput("train.fit.patience", lambda: _fit(patience=0, validation=x2()), _V, "`patience`"),
+    BadInput("train.fit.validate_every", lambda: _fit(validate_every=0), _V, "`validate_every`"),
+    BadInput(
+        "train.fit.resume_other_optimizer",
+        _checkpoint_then(_resume_other),
+        sf.train.CheckpointMismatch,
+        "different model or optimiser",
+    ),
+    BadInput("train.load.weights", _saved_then(lambda p: sf.load(p, weights="x")), _V, "`weights`"),
+    BadInput(
+        "train.load.no_ema",
+        _checkpoint_then(lambda p: sf.load(p)),
+        _V,
+        "kept no EMA",
+    ),
+    BadInput("train.load.flipped_bit", _checkpoint_then(_corrupt), _CE, "corrupt or truncated"),
+    BadInput("train.load.truncated", _checkpoint_then(_truncate), _CE, "corrupt or truncated"),
+    BadInput(
+        "train.load.not_scoreflow",
+        lambda: _in_tmp(lambda d: sf.load(_write(d, "x.eqx", b"\x93NUMPY"))),
+        _CE,
+        "not a scoreflow file",
+    ),
+    BadInput(
+        "train.load.missing", lambda: sf.load("/nonexistent/m.eqx"), FileNotFoundError, "No file"
+    ),
+    BadInput(
+        "train.load.directory",
+        lambda: _in_tmp(lambda d: sf.load(d)),
+        IsADirectoryError,
+        "is a directory",
+    ),
+    BadInput(
+        "train.load_checkpoint.model_file",
+        _saved_then(sf.train.load_checkpoint),
+        _V,
+        "not a training checkpoint",
+    ),
+    BadInput(
+        "train.save.lambda",
+        lambda: _in_tmp(
+            lambda d: sf.save(
+                os.path.join(d, "m.eqx"),
+                nn.TimeMLP((2,), width=4, depth=1, activation=lambda x: x, key=key()),
+            )
+        ),  # fmt: skip
+        TypeError,
+        "Cannot save `activation`",
+    ),
+    BadInput(
+        "train.save.object",
+        lambda: _in_tmp(lambda d: sf.save(os.path.join(d, "m.eqx"), {"a": object()})),
+        TypeError,
+        r"Cannot save `\['a'\]`",
+    ),
+    BadInput(
+        "train.save.directory",
+        lambda: _in_tmp(lambda d: sf.save(d, _tiny())),
+        IsADirectoryError,
+        "`path`",
+    ),
+    BadInput(
+        "train.default_optimizer.clip_norm",
+        lambda: sf.train.default_optimizer(1e-3, clip_norm=-1.0),
+        _V,
+        "`clip_norm`",
+    ),
+    # The config: each names the key, what it takes and what it got.
+    BadInput(
+        "cli.config.steps_str",
+        _cli_value("steps", "20"),
+        _V,
+        "'steps' must be an integer, got '20'",
+    ),
+    BadInput("cli.config.dtype", _cli_value("dtype", "float16"), _V, "'dtype' must be one of"),
+    BadInput("cli.config.model", _cli_value("model", "gan"), _V, "'model' must be one of"),
+    BadInput("cli.config.sde", _cli_value("sde", "vq"), _V, "'sde' must be one of"),
+    BadInput(
+        "cli.config.unknown_key", _cli_value("modle", "ddpm"), _V, "Unknown config key 'modle'"
+    ),
+    BadInput(
+        "cli.config.batch_bool",
+        _cli_value("batch_size", True),
+        _V,
+        "'batch_size' must be an integer",
+    ),
+    BadInput(
+        "cli.config.lr_zero", _cli_value("learning_rate", 0.0), _V, "'learning_rate' must be > 0"
+    ),
+    BadInput("cli.config.ema_one", _cli_value("ema_decay", 1.0), _V, "'ema_decay' must be < 1"),
+    BadInput("cli.config.network_type", _cli_value("network", 3), _V, "'network' must be a table"),
+    BadInput(
+        "cli.config.network_key",
+        _cli_value("network", {"widht": 8}),
+        _V,
+        r"Unknown key\(s\) \['widht'\] in the config's network table",
+    ),
+    BadInput(
+        "cli.config.network_value",
+        _cli_value("network", {"depth": 0}),
+        _V,
+        "network table .* is invalid: `depth`",
+    ),
+    BadInput("cli.config.dataset", _cli_value("dataset", "mnist"), _V, "'dataset' must be one of"),
+    BadInput(
+        "cli.config.json_syntax",
+        lambda: _in_tmp(lambda d: _cli(d, '{"steps": 3,}')),
+        _V,
+        "is not valid JSON: .* line 1",
+    ),
+    BadInput(
+        "cli.config.not_a_table",
+        lambda: _in_tmp(lambda d: _cli(d, "[1, 2]")),
+        _V,
+        "must hold a table",
+    ),
+    BadInput(
+        "cli.config.suffix",
+        lambda: __import__("scoreflow._config", fromlist=["x"]).load_config("cfg.yaml"),
+        _V,
+        "does not exist",
+    ),
+    BadInput(
+        "cli.sample.num",
+        lambda: __import__("scoreflow.cli", fromlist=["x"]).main(
+            ["--debug", "sample", "--checkpoint", "m.eqx", "--num", "-1"]
+        ),
+        _V,
+        "`--num` must be >= 1",
+    ),
+    BadInput(
+        "cli.config.toml_syntax",
+        lambda: _in_tmp(
+            lambda d: __import__("scoreflow._config", fromlist=["x"]).load_config(
+                _write(d, "c.toml", b"steps = = 3")
+            )
+        ),
+        _V,
+        "is not valid TOML",
+    ),
+    BadInput(
+        "cli.config.yaml",
+        lambda: _in_tmp(
+            lambda d: __import__("scoreflow._config", fromlist=["x"]).load_config(
+                _write(d, "c.yaml", b"steps: 3")
+            )
+        ),
+        _V,
+        "must be a .json or .toml file",
+    ),
+    BadInput(
+        "cli.sample.missing",
+        lambda: __import__("scoreflow.cli", fromlist=["x"]).main(
+            ["--debug", "sample", "--checkpoint", "/nonexistent.eqx"]
+        ),
+        FileNotFoundError,
+        "No checkpoint file",
     ),
 ]

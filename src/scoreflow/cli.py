@@ -180,6 +180,8 @@ def _sample(args) -> int:
     import jax.random as jr
     import numpy as np
 
+    if args.num < 1:
+        raise ValueError(f"`--num` must be >= 1, got {args.num}.")
     model, cfg = load_trained(args.checkpoint, args.weights)
     opts = _sample_options(model, args)
     x = np.asarray(model.sample(args.num, key=jr.key(args.seed), **opts))

@@ -38,6 +38,7 @@ def _score_and_trace(sde, model, x, trace, weighting, time_sampling, reduce, key
     else:
         check_options(sde, model, x, weighting, time_sampling, reduce)
         sde = stop(sde)
+        _checks.key(key)
         k_noise, key = jr.split(key)
         t, iw, _, xt = noisy_batch(sde, x, time_sampling, key=k_noise)
         w = iw * weighting(sde, t).astype(x.dtype)

@@ -81,12 +81,20 @@ def _draw(data, batch_size, key):
     return jax.tree_util.tree_map(lambda leaf: leaf[idx], data)
 
 
+def _check_finite(leaves):
+    for leaf in leaves:
+        if jnp.issubdtype(leaf.dtype, jnp.inexact) and not bool(jnp.isfinite(leaf).all()):
+            bad = int((~jnp.isfinite(leaf)).reshape(leaf.shape[0], -1).any(1).sum())
+            raise ValueError(f"`data` has non-finite values (NaN or inf) in {bad} rows.")
+
+
 def _check_data(data):
     # An array `(N, *event)`, or a pytree of arrays `(N, ...)` with one leading axis N.
     if isinstance(data, (jax.Array, np.ndarray)):
         data = jnp.asarray(data)
         if data.ndim < 2 or data.shape[0] < 1:
             raise ValueError(f"`data` must have shape (N, *event) with N >= 1, got {data.shape}.")
+        _check_finite([data])
         return data
     leaves, treedef = jax.tree_util.tree_flatten(data)
     if not leaves:
@@ -105,6 +113,7 @@ def _check_data(data):
         )
     if shapes[0][0] < 1:
         raise ValueError(f"`data` must have N >= 1 rows, got shapes {shapes}.")
+    _check_finite(leaves)
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
@@ -276,6 +285,11 @@ def fit(
     _checks.positive_int(num_steps, "num_steps", least=0)
     _checks.positive_int(batch_size, "batch_size")
     _checks.positive_int(steps_per_chunk, "steps_per_chunk")
+    _checks.key(key)
+    if checkpoint_every is not None:
+        _checks.positive_int(checkpoint_every, "checkpoint_every")
+        if checkpoint is None:
+            raise ValueError("`checkpoint_every` needs a `checkpoint` file to write to.")
     if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"`ema_decay` must lie in [0, 1), got {ema_decay}.")
     data_is_fn = callable(data) and not isinstance(data, jax.Array)
@@ -317,7 +331,7 @@ def fit(
     )
     total = jnp.asarray(num_steps, jnp.int32)
     start = int(current.step)
-    every = None if checkpoint_every is None else max(checkpoint_every, 1)
+    every = checkpoint_every
     last_saved = start
     bar = None
     if progress:

@@ -27,6 +27,8 @@ def default_optimizer(
     Returns:
         An optax transformation.
     """
+    if clip_norm is not None and not clip_norm > 0:
+        raise ValueError(f"`clip_norm` must be positive (or None: no clipping), got {clip_norm}.")
     if num_steps is not None:
         lr = optax.warmup_cosine_decay_schedule(
             0.0, learning_rate, max(warmup_steps, 1), max(num_steps, warmup_steps + 1)
