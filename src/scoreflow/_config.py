@@ -116,12 +116,12 @@ class ConfigError(ValueError):
 
 def _type_name(t) -> str:
     types = t if isinstance(t, tuple) else (t,)
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-    names.update({dict: "a table", _NONE: "null"})
-    return " or ".join(names.get(x, x.__name__) for x in types)
+    names: dict[Any, str] = {int: "an integer", float: "a number", str: "a string"}
+    names.update({bool: "true or false", dict: "a table", _NONE: "null"})
+    return " or ".join(names.get(x, getattr(x, "__name__", str(x))) for x in types)
 
 
-def check_value(name: str, value):
+def check_value(name: str, value: Any):
     """Raise `ConfigError` unless `value` suits the config key `name`."""
     if name not in SCHEMA:
         raise ConfigError(f"Unknown config key {name!r}; known keys: {', '.join(SCHEMA)}.")
@@ -144,11 +144,12 @@ def check_value(name: str, value):
             f"Config key {name!r} must be one of {', '.join(map(repr, opt.choices))}, "
             f"got {value!r}."
         )
+    number: float = value  # pyright: ignore[reportAssignmentType]  (checked numeric above)
     if opt.minimum is not None and value is not None:
-        if value < opt.minimum or (opt.exclusive and value == opt.minimum):
+        if number < opt.minimum or (opt.exclusive and value == opt.minimum):
             bound = ">" if opt.exclusive else ">="
             raise ConfigError(f"Config key {name!r} must be {bound} {opt.minimum}, got {value!r}.")
-    if name == "ema_decay" and value is not None and value >= 1:
+    if name == "ema_decay" and value is not None and number >= 1:
         raise ConfigError(f"Config key 'ema_decay' must be < 1, got {value!r}.")
 
 

@@ -118,7 +118,7 @@ def _callable_path(fn, where: str) -> str:
 
 
 def _is_key(x) -> bool:
-    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
 def describe(tree, where: str = "") -> Any:
@@ -151,7 +151,9 @@ def describe(tree, where: str = "") -> Any:
         }
         return {"module": _qualified(type(tree)), "fields": fields}
     if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        items = [describe(v, f"{where}.{k}".lstrip(".")) for k, v in zip(tree._fields, tree)]
+        items = [
+            describe(v, f"{where}.{k}".lstrip(".")) for k, v in zip(getattr(tree, "_fields"), tree)
+        ]
         return {"namedtuple": _qualified(type(tree)), "items": items}
     if isinstance(tree, tuple | list):
         items = [describe(v, f"{where}[{i}]") for i, v in enumerate(tree)]
@@ -296,7 +298,7 @@ def read_header(path) -> dict:
     return _read(path)[0]
 
 
-def read(path, like=None):
+def read(path, like=None) -> tuple[Any, dict]:
     """`(tree, header)` from `path`; the tree rebuilt from the file unless `like` is given."""
     header, leaves = _read(path)
     desc = header["structure"]
@@ -389,7 +391,7 @@ def save(path: str | os.PathLike, model, *, metadata: dict | None = None) -> Non
     write(path, model, {"kind": "model", "metadata": metadata or {}})
 
 
-def load(path: str | os.PathLike, *, weights: str = "ema"):
+def load(path: str | os.PathLike, *, weights: str = "ema") -> Any:
     """Load a model saved by `save`, or the model of a `scoreflow.train.fit` checkpoint.
 
     No skeleton is needed: the file describes the module. A training checkpoint holds two
