@@ -1,3 +1,5 @@
+import importlib
+import importlib.util
 import os
 import pathlib
 import re
@@ -15,12 +17,12 @@ FAST = os.environ["SCOREFLOW_DOCS_FAST"] == "1"
 project = "scoreflow"
 extensions = [
     "myst_nb",
+    # Every notebook executed once, before the read, in parallel and longest first.
+    "scoreflow_execute",
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.intersphinx",
-    # MathJax is served from the built site itself, so math renders offline.
-    "sphinx-mathjax-offline",
     # Docstrings write math as $...$; this turns what is left of it (display math) into
     # math nodes after docutils has read the docstring.
     "sphinx_math_dollar",
@@ -31,12 +33,21 @@ napoleon_google_docstring = True
 myst_enable_extensions = ["dollarmath", "amsmath"]
 # MathJax must not also claim $...$ in the rendered pages.
 mathjax3_config = {"tex": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]]}}
+# MathJax is served from the built site itself, so math renders offline: the copy that the
+# `sphinx-mathjax-offline` package ships (its own extension is not declared parallel-safe,
+# which would force a serial read, so it is wired here instead).
+_mathjax = importlib.util.find_spec("sphinx-mathjax-offline")
+if _mathjax is None:
+    raise RuntimeError("The docs need sphinx-mathjax-offline: pip install -e '.[docs]'.")
+html_static_path = [str(pathlib.Path(_mathjax.submodule_search_locations[0]) / "static")]
+mathjax_path = "mathjax/tex-chtml.js"
 html_theme = "furo"
 html_title = "scoreflow"
 exclude_patterns = ["_build", "_inventories", "_ext", "**/.ipynb_checkpoints"]
 
-# Notebooks: every tutorial runs in every build, and a cell that raises fails the build.
-nb_execution_mode = "auto"
+# Notebooks: every tutorial runs (in `_ext/scoreflow_execute.py`, whose outputs myst-nb reads
+# from its jupyter-cache), and a cell that raises fails the build.
+nb_execution_mode = "cache"
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 # Per cell; the reduced tutorials' slowest cell takes well under a minute.
@@ -119,7 +130,6 @@ def _default_names(obj):
     `autodoc_preserve_defaults` reads defaults from the source, which a dataclass-made
     `__init__` (every `equinox.Module`) does not have.
     """
-    import importlib
     import inspect
 
     from sphinx.util.inspect import object_description
