@@ -71,3 +71,52 @@ def test_every_documented_name_exists():
         except (ImportError, AttributeError):
             stale.append(name)
     assert not stale, f"documented in docs/api/*.md but not importable: {stale}"
+
+
+def _cli_page_generator():
+    pytest.importorskip("sphinx")
+    import importlib.util
+
+    path = API.parent / "_ext" / "scoreflow_cli.py"
+    spec = importlib.util.spec_from_file_location("scoreflow_cli", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_page_renders_the_parser_and_the_schema():
+    import argparse
+    import dataclasses
+
+    gen = _cli_page_generator()
+
+    @dataclasses.dataclass(frozen=True)
+    class Option:
+        type: object
+        default: object
+        help: str
+        choices: tuple | None = None
+        minimum: float | None = None
+        exclusive: bool = False
+
+    schema = {
+        "sde": Option(str, "vp", "the `score_sde` SDE", choices=("vp", "ve")),
+        "clip_norm": Option((float, type(None)), 1.0, "clip", minimum=0.0, exclusive=True),
+    }
+    text = "\n".join(gen.config_rst(schema))
+    assert "``sde``" in text and '``"ve"``' in text and "``score_sde``" in text
+    assert "float | null > 0.0" in text and '"clip_norm": 1.0' in text
+
+    parser = argparse.ArgumentParser(prog="scoreflow")
+    sub = parser.add_subparsers(dest="command")
+    demo = sub.add_parser("demo", help="run the demo")
+    demo.add_argument("--steps", type=int, default=20, help="ODE steps")
+    text = "\n".join(gen.cli_rst(parser))
+    assert "``scoreflow demo``" in text and "Run the demo." in text and "``--steps``" in text
+
+    from sphinx.errors import ExtensionError
+
+    with pytest.raises(ExtensionError, match="SCHEMA"):
+        gen.config_rst({})
+    with pytest.raises(ExtensionError, match="build_parser"):
+        gen.cli_rst(argparse.ArgumentParser())

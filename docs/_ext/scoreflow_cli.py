@@ -6,8 +6,10 @@ Two reST directives, used by `docs/cli.md` (inside `{eval-rst}` blocks: what the
   whose sub-commands are `add_subparsers` parsers): for each sub-command its help, usage
   line and a table of its options (flags, default, choices, help).
 - `scoreflow-config` renders `scoreflow._config.SCHEMA`, a `dict[str, Option]` in the
-  order of the config file, each `Option` with the fields `type`, `default`, `help` and
-  `choices` (None or a tuple): a table of every key and a config file of the defaults.
+  order of the config file, each `Option` with the fields `type` (a type, or a tuple of
+  types with `type(None)` for a nullable key), `default`, `help` and `choices` (None or a
+  tuple), and optionally `minimum` / `exclusive` (a lower bound, shown with the type): a
+  table of every key and a config file of the defaults.
 
 A missing or malformed interface fails the build with a message that says what is expected;
 the page is never silently empty.
@@ -15,6 +17,7 @@ the page is never silently empty.
 
 import argparse
 import json
+import re
 
 from docutils import nodes
 from docutils.statemachine import StringList
@@ -41,11 +44,28 @@ def _literal(value) -> str:
 def _type_name(t) -> str:
     if t is None:
         return ""
+    if isinstance(t, tuple):  # a union, `type(None)` where the key may be null
+        return " | ".join(_type_name(u) for u in t)
+    if t is type(None):
+        return "null"
     if isinstance(t, str):
         return t
     if isinstance(t, type):
         return t.__name__
     return str(t).replace("typing.", "")
+
+
+def _bound(option) -> str:
+    # An optional `minimum` (strict when `exclusive`), shown with the type.
+    minimum = getattr(option, "minimum", None)
+    if minimum is None:
+        return ""
+    return f" {'>' if getattr(option, 'exclusive', False) else '≥'} {minimum}"
+
+
+def _text(help_: str) -> str:
+    # Help strings are plain text for `--help` too: their `name` is code, not a reference.
+    return re.sub(r"(?<!`)`([^`]+)`(?!`)", r"``\1``", help_ or "")
 
 
 def _cell(text: str) -> str:
@@ -84,7 +104,15 @@ def config_rst(schema) -> list[str]:
                 f"docs/cli.md: SCHEMA[{key!r}]: expected {_EXPECTED_SCHEMA}."
             ) from e
         choice_text = ", ".join(_literal(c) for c in choices) if choices else ""
-        rows.append((f"``{key}``", _type_name(type_), _literal(default), choice_text, help_ or ""))
+        rows.append(
+            (
+                f"``{key}``",
+                _type_name(type_) + _bound(option),
+                _literal(default),
+                choice_text,
+                _text(help_),
+            )
+        )
     lines = _table(("key", "type", "default", "choices", "meaning"), rows, (14, 8, 14, 22, 42))
     defaults = json.dumps({k: o.default for k, o in schema.items()}, indent=2, default=repr)
     lines += [
@@ -122,7 +150,7 @@ def _option_rows(parser: argparse.ArgumentParser):
             type_,
             default,
             choices,
-            help_ % vars(action) if "%(" in help_ else help_,
+            _text(help_ % vars(action) if "%(" in help_ else help_),
         )
 
 
@@ -139,7 +167,8 @@ def cli_rst(parser) -> list[str]:
         title = f"``{parser.prog} {name}``"
         lines += [title, "~" * len(title), ""]
         if helps.get(name):
-            lines += [helps[name][0].upper() + helps[name][1:] + ".", ""]
+            text = _text(helps[name])
+            lines += [text[0].upper() + text[1:] + ("" if text.endswith(".") else "."), ""]
         lines += [".. code-block:: text", "", "   " + sub.format_usage().strip(), ""]
         rows = list(_option_rows(sub))
         if rows:
