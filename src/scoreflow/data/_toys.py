@@ -12,7 +12,7 @@ from ..analytic import GaussianMixture
 
 
 def ring_mixture(dtype=None) -> GaussianMixture:
-    r"""Case A of the solver benchmark: 8 Gaussians (std 0.5) on a circle of radius 4.
+    r"""Eight equally weighted Gaussians (std 0.5) evenly spaced on a circle of radius 4.
 
     Its density is exact, so models trained on it are scored by KL(data‖model).
     """

@@ -111,7 +111,7 @@ class AbstractUnnormalisedLikelihood(AbstractGenerativeModel):
 
     @abc.abstractmethod
     def log_normaliser(self, *, key: Key) -> AISResult:
-        r"""An estimate of $\log Z$ of $\tilde p$ with `.log_z` and `.stderr` (nats).
+        r"""An estimate of $\log Z$ of $\tilde p$ with ``log_z`` and ``stderr`` (nats).
 
         Models add their own keyword options (chains, temperatures, kernel).
         """

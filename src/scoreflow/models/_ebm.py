@@ -276,7 +276,7 @@ class EBM(AbstractUnnormalisedLikelihood, AbstractStatefulModel):
             key: PRNG key.
 
         Returns:
-            A `solve.AISResult` (`.log_z`, `.stderr`, ...). Its $\hat Z$ is unbiased, so
+            A `solve.AISResult` (``log_z``, ``stderr``, ...). Its $\hat Z$ is unbiased, so
             its $\log\hat Z$ is low in expectation.
         """
         dtype = _checks.float_dtype(dtype)
