@@ -143,7 +143,10 @@ def main(argv=None) -> int:
     try:
         driver = _browser(args.chromium, args.chromedriver)
     except Exception as e:  # no browser: say so, never pass
-        print(f"check_site: CANNOT START THE BROWSER ({type(e).__name__}: {e}); NOTHING CHECKED")
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(
+            f"check_site: CANNOT START THE BROWSER ({type(e).__name__}: {first}); NOTHING CHECKED"
+        )
         return 2
     server = _serve(root)
     base = f"http://127.0.0.1:{server.server_address[1]}/"

@@ -79,6 +79,7 @@ def _cli_page_generator():
 
     path = API.parent / "_ext" / "scoreflow_cli.py"
     spec = importlib.util.spec_from_file_location("scoreflow_cli", path)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

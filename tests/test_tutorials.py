@@ -45,6 +45,7 @@ def test_landing_page_quickstart_runs():
 
     script = pathlib.Path(__file__).parent.parent / "docs" / "make_quickstart.py"
     spec = importlib.util.spec_from_file_location("make_quickstart", script)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     namespace = {}
