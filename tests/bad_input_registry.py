@@ -1602,7 +1602,7 @@ ROWS += [
     BadInput(
         "train.save.directory",
         lambda: _in_tmp(lambda d: sf.save(d, _tiny())),
-        IsADirectoryError,
+        _V,
         "`path`",
     ),
     BadInput(

@@ -283,7 +283,7 @@ def _from_storable(tree, desc):
 
 def write(path, tree, header: dict) -> None:
     """Write `tree` with `header` (JSON) to `path` atomically: a kill leaves the old file."""
-    path = _check_path(path)
+    path = check_file_path(path)
     storable = _to_storable(tree)
     payload = io.BytesIO()
     eqx.tree_serialise_leaves(payload, storable)
@@ -340,13 +340,14 @@ def _read(path):
     return header, body[8 + n :]
 
 
-def _check_path(path) -> pathlib.Path:
+def check_file_path(path, name: str = "path") -> pathlib.Path:
+    """`path` as a `Path`, or a `ValueError` naming `name` if no file can be written there."""
     path = pathlib.Path(path)
     if path.is_dir():
-        raise IsADirectoryError(f"`path` {str(path)!r} is a directory; give a file name.")
+        raise ValueError(f"`{name}` {str(path)!r} is a directory; give a file name.")
     for parent in path.parents:
         if parent.exists() and not parent.is_dir():
-            raise NotADirectoryError(f"`path` {str(path)!r} lies under {str(parent)!r}, a file.")
+            raise ValueError(f"`{name}` {str(path)!r} lies under {str(parent)!r}, a file.")
     return path
 
 

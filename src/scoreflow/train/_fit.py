@@ -1,6 +1,5 @@
 import functools
 import os
-import pathlib
 from collections.abc import Callable
 
 import equinox as eqx
@@ -13,6 +12,7 @@ from jaxtyping import Array, PyTree
 
 from .. import _checks
 from .._custom_types import Key
+from .._serialise import check_file_path
 from ..models import AbstractStatefulModel
 from ._checkpoint import load_checkpoint_and_history, save_checkpoint
 from ._optim import default_optimizer
@@ -316,7 +316,7 @@ def fit(
         model_state=model_state,
         key=key,
     )
-    ckpt = None if checkpoint is None else _check_checkpoint_path(checkpoint)
+    ckpt = None if checkpoint is None else check_file_path(checkpoint, "checkpoint")
     history: dict[str, np.ndarray] = {}
     if state is not None:
         current = state
@@ -470,16 +470,6 @@ def _validation_loss(loss_fn, model, val_data, batch_size) -> float:
         batch = jax.tree_util.tree_map(lambda leaf: leaf[rows], val_data)
         total += float(_batch_loss(loss_fn, model, batch)) * (rows.stop - rows.start)
     return total / n
-
-
-def _check_checkpoint_path(checkpoint) -> pathlib.Path:
-    path = pathlib.Path(checkpoint)
-    if path.is_dir():
-        raise ValueError(f"`checkpoint` {str(path)!r} is a directory; give a file name.")
-    for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            raise ValueError(f"`checkpoint` {str(path)!r} lies under {str(parent)!r}, a file.")
-    return path
 
 
 def _check_loss_accepts(loss_fn, model, data, batch_size, stateful):
