@@ -137,11 +137,7 @@ def check_range(ts, sde: AbstractSDE, name: str):
         return ts
     lo, hi = jnp.asarray(sde.t_min, ts.dtype), jnp.asarray(sde.T, ts.dtype)
     tol = eps * jnp.maximum(jnp.abs(lo), jnp.abs(hi))
-    bad = (
-        jnp.any(ts < lo - tol)
-        | jnp.any(ts > hi + tol)
-        | jnp.any(jnp.diff(ts) >= 0)
-    )
+    bad = jnp.any(ts < lo - tol) | jnp.any(ts > hi + tol) | jnp.any(jnp.diff(ts) >= 0)
     return eqx.error_if(
         ts, bad, f"`{name}` must lie in the SDE's range [t_min, T] and strictly decrease."
     )
