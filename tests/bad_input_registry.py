@@ -415,6 +415,32 @@ ROWS: list[BadInput] = [
         r"`grid` must lie in the SDE's range",
     ),
     BadInput(
+        "solve.sample.ts_save_beyond_T",
+        lambda: sf.sample(vp(), exact(), (2, 2), key=key(), ts_save=jnp.array([1.5, 0.5])),
+        _V,
+        r"`ts_save` must lie in the SDE's range",
+    ),
+    BadInput(
+        "solve.sample.ts_save_increasing",
+        lambda: sf.sample(vp(), exact(), (2, 2), key=key(), ts_save=jnp.array([0.2, 0.5])),
+        _V,
+        "`ts_save` must be strictly decreasing",
+    ),
+    BadInput(
+        "solve.solve_reverse_sde.ts_save_shape",
+        lambda: solve.solve_reverse_sde(
+            vp(), exact(), jnp.zeros((2, 2)), key=key(), ts_save=jnp.ones((2, 2))
+        ),
+        _V,
+        "`ts_save` must be a 1-d floating array",
+    ),
+    BadInput(
+        "solve.sample.dt0_on_fixed_grid",
+        lambda: sf.sample(vp(), exact(), (2, 2), key=key(), dt0=-0.01),
+        _V,
+        "`dt0` is the first step of an adaptive solve",
+    ),
+    BadInput(
         "solve.sample.grid_type",
         lambda: sf.sample(vp(), exact(), (2, 2), key=key(), grid=jnp.linspace(1, 0.01, 4)),
         _V,
@@ -1156,6 +1182,17 @@ ROWS: list[BadInput] = [
         ),
         _V,
         "`dtype` must be one of",
+    ),
+    BadInput(
+        "guidance.twisted_smc.nan_score",
+        lambda: guidance.twisted_smc(
+            guidance.PosteriorSampling(NaNScore(vp()), jnp.array([True, False]), jnp.zeros(2)),
+            4,
+            grid=_FIXED,
+            key=key(),
+        ).samples.block_until_ready(),
+        eqx.EquinoxRuntimeError,
+        "[Nn]onfinite",
     ),
     # ---- metrics ----
     BadInput(

@@ -93,6 +93,14 @@ def test_nonfinite_fixed_step_likelihood_is_not_successful():
     assert res.result == dfx.RESULTS.nonfinite
 
 
+def test_nonfinite_twisted_smc_is_not_successful():
+    post = sf.guidance.PosteriorSampling(NaNScore(VP), jnp.array([True, False]), jnp.zeros(2))
+    res = sf.guidance.twisted_smc(
+        post, 4, grid=sf.solve.UniformGrid(2), throw=False, key=jax.random.key(0)
+    )
+    assert res.result == dfx.RESULTS.nonfinite
+
+
 def test_traced_grid_is_checked_at_run_time():
     # Under the caller's jit a CustomGrid's times are traced: the range check moves to
     # run time (equinox.error_if) instead of disappearing.

@@ -9,6 +9,7 @@ limit. Resampling couples the particles, which a diffrax solve of independent sa
 does not express, so this is a `jax.lax.scan` over the grid rather than a diffrax solver.
 """
 
+import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -20,6 +21,7 @@ from .._custom_types import Key
 from ..sde import convert
 from ..solve import AbstractGrid
 from ..solve._grids._grids import check_grid, grid_times
+from ..solve._shared._result import finite_result
 from ._common import shift
 from ._inpaint import PosteriorSampling
 
@@ -33,12 +35,15 @@ class SMCResult(eqx.Module):
         log_evidence: the estimate of $\log p(y)$ under the model's chain (nats).
         ess: `(num_steps,)` effective sample size after each step's reweighting.
         num_resampled: how many steps resampled.
+        result: `diffrax.RESULTS.successful`, or `diffrax.RESULTS.nonfinite` where the
+            particles or the evidence are not finite (with `throw=False`; else it raises).
     """
 
     samples: Array
     log_evidence: Array
     ess: Array
     num_resampled: Array
+    result: dfx.RESULTS
 
 
 def _systematic(key, log_w):
@@ -60,6 +65,7 @@ def twisted_smc(
     grid: AbstractGrid,
     ess_threshold: float = 0.5,
     dtype=None,
+    throw: bool = True,
     key: Key,
 ) -> SMCResult:
     r"""Sample $p(x_u \mid x_k = y)$ by the twisted diffusion sampler.
@@ -88,6 +94,8 @@ def twisted_smc(
         grid: the time grid of the chain (e.g. `scoreflow.solve.UniformGrid(100)`).
         ess_threshold: resample when ESS $<$ this share of $N$, in $(0, 1]$.
         dtype: floating dtype of the particles (default: the observation's).
+        throw: raise if the particles or the evidence are not finite (else inspect
+            `result`).
         key: PRNG key.
 
     Returns:
@@ -111,11 +119,11 @@ def twisted_smc(
     if dtype is not None:
         dtype = _checks.float_dtype(dtype)
     _checks.key(key)
-    return _twisted_smc(posterior, num_particles, grid, ess_threshold, dtype, key)
+    return _twisted_smc(posterior, num_particles, grid, ess_threshold, dtype, throw, key)
 
 
 @eqx.filter_jit
-def _twisted_smc(posterior, num_particles, grid, ess_threshold, dtype, key):
+def _twisted_smc(posterior, num_particles, grid, ess_threshold, dtype, throw, key):
     sde, model = posterior.sde, posterior.model
     dtype = posterior.observation.dtype if dtype is None else dtype
     shape = posterior.mask.shape
@@ -211,4 +219,7 @@ def _twisted_smc(posterior, num_particles, grid, ess_threshold, dtype, key):
     log_z = log_z + jax.nn.logsumexp(log_w) - jnp.log(num_particles)
     idx = _systematic(jr.fold_in(keys[-1], 1), log_w)
     samples = posterior.fill(x_last[idx])
-    return SMCResult(samples=samples, log_evidence=log_z, ess=ess, num_resampled=count)
+    result, (samples, log_z) = finite_result(dfx.RESULTS.successful, (samples, log_z), throw)
+    return SMCResult(
+        samples=samples, log_evidence=log_z, ess=ess, num_resampled=count, result=result
+    )

@@ -8,7 +8,14 @@ from jaxtyping import Array, Float, Int
 from .. import _checks
 from .._custom_types import Key, RealScalarLike
 from ..sde import AbstractPrediction, AbstractSDE, probability_flow_term, reverse_sde_terms
-from ._grids._grids import AbstractGrid, KarrasGrid, UniformGrid, check_grid, grid_times
+from ._grids._grids import (
+    AbstractGrid,
+    KarrasGrid,
+    UniformGrid,
+    check_grid,
+    check_range,
+    grid_times,
+)
 from ._shared._brownian import GridBrownianPath
 from ._shared._model import check_model
 from ._shared._nfe import count_nfe
@@ -42,7 +49,7 @@ class SampleResult(eqx.Module):
     trajectory: Array | None = None
 
 
-def _check_solve(sde, model, y0, grid, stepsize_controller, dt0, max_steps):
+def _check_solve(sde, model, y0, grid, stepsize_controller, dt0, max_steps, ts_save):
     # The checks of both solves, on the concrete arguments before the trace: a
     # `CustomGrid`'s times and an adaptive solve's options are data inside it.
     check_model(sde, model)
@@ -53,7 +60,20 @@ def _check_solve(sde, model, y0, grid, stepsize_controller, dt0, max_steps):
             "Pass either `grid` (fixed steps) or `stepsize_controller` (adaptive), not both."
         )
     _checks.max_steps(max_steps)
+    if ts_save is not None:
+        ts_save = jnp.asarray(ts_save)
+        if ts_save.ndim != 1 or not jnp.issubdtype(ts_save.dtype, jnp.floating):
+            raise ValueError(
+                f"`ts_save` must be a 1-d floating array of times, got shape {ts_save.shape} "
+                f"and dtype {ts_save.dtype}."
+            )
+        check_range(ts_save, sde, "ts_save")
     if stepsize_controller is None:
+        if dt0 is not None:
+            raise ValueError(
+                "`dt0` is the first step of an adaptive solve; a fixed grid sets every step. "
+                "Pass `stepsize_controller=` to solve adaptively, or leave `dt0` out."
+            )
         if grid is not None:
             check_grid(grid, sde)
         return
@@ -154,7 +174,8 @@ def solve_probability_flow(
         denoise: apply the final denoising step.
         max_steps: step budget of an adaptive solve.
         adjoint: diffrax adjoint used when differentiating through the solve.
-        ts_save: optional decreasing times at which to keep the trajectory.
+        ts_save: optional strictly decreasing times in `[sde.t_min, sde.T]` at which to
+            keep the trajectory.
         throw: raise if the solve fails or its samples are not finite (else inspect
             `result`: `diffrax.RESULTS.nonfinite` for NaN or inf samples).
         progress: show diffrax's progress meter of the solve (a host callback per
@@ -167,9 +188,10 @@ def solve_probability_flow(
         ValueError: on a `model` that does not say what it predicts or belongs to
             another kind of SDE, a bad `y0` (half precision included), a `grid` whose
             times leave `[sde.t_min, sde.T]`, a bad `solver`, negative tolerances of a
-            `diffrax.PIDController`, a positive `dt0` or `max_steps < 1`.
+            `diffrax.PIDController`, a positive `dt0` (or any `dt0` on a fixed grid),
+            `ts_save` outside the SDE's range or not decreasing, or `max_steps < 1`.
     """
-    _check_solve(sde, model, y0, grid, stepsize_controller, dt0, max_steps)
+    _check_solve(sde, model, y0, grid, stepsize_controller, dt0, max_steps, ts_save)
     solver = dfx.Heun() if solver is None else solver
     if isinstance(solver, AbstractStochasticDiffusionSolver):
         raise ValueError(
@@ -270,7 +292,8 @@ def solve_reverse_sde(
         max_steps: step budget of an adaptive solve.
         brownian_tol: Brownian tree tolerance for adaptive solves.
         adjoint: diffrax adjoint used when differentiating through the solve.
-        ts_save: optional decreasing times at which to keep the trajectory.
+        ts_save: optional strictly decreasing times in `[sde.t_min, sde.T]` at which to
+            keep the trajectory.
         throw: raise if the solve fails.
         progress: show diffrax's progress meter of the solve.
         key: PRNG key of the Brownian motion.
@@ -282,7 +305,7 @@ def solve_reverse_sde(
         ValueError: as `solve_probability_flow`, for a deterministic diffusion solver, a
             `key` that is not one PRNG key, or a non-positive `brownian_tol`.
     """
-    _check_solve(sde, model, y0, grid, stepsize_controller, dt0, max_steps)
+    _check_solve(sde, model, y0, grid, stepsize_controller, dt0, max_steps, ts_save)
     _checks.key(key)
     solver = dfx.Euler() if solver is None else solver
     if isinstance(solver, AbstractDiffusionSolver):
