@@ -7,6 +7,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .. import _checks
+from ._conv import conv2d
 from ._init import zero_output
 from ._mlp import _embedding
 from ._unet import _groups, _ResBlock, time_features
@@ -93,10 +94,10 @@ class TimeConvClassifier(eqx.Module):
             raise ValueError(f"`x` must have shape {self.data_shape}, got {x.shape}.")
         dtype = self.conv_in.weight.dtype
         e = time_features(self.embed, self.temb, self.time_transform, t, dtype)
-        h = self.conv_in(x.astype(dtype))
+        h = conv2d(self.conv_in, x.astype(dtype))
         for i, block in enumerate(self.blocks):
             h = block(h, e)
             if i < len(self.downsample):
-                h = self.downsample[i](h)
+                h = conv2d(self.downsample[i], h)
         h = jnp.mean(jax.nn.silu(self.norm_out(h)), axis=(1, 2))
         return self.out(h).astype(x.dtype)

@@ -7,6 +7,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .. import _checks
+from ._conv import conv2d
 from ._embeddings import GaussianFourierEmbedding, SinusoidalEmbedding
 from ._init import zero_output
 from ._labels import LabelEmbedding, add_label, label_embedding
@@ -39,10 +40,10 @@ class _ResBlock(eqx.Module):
         self.skip = None if cin == cout else eqx.nn.Conv2d(cin, cout, 1, key=k4)
 
     def __call__(self, x, e):
-        h = self.conv1(jax.nn.silu(self.norm1(x)))
+        h = conv2d(self.conv1, jax.nn.silu(self.norm1(x)))
         h = h + self.temb(e)[:, None, None]
-        h = self.conv2(jax.nn.silu(self.norm2(h)))
-        return h + (x if self.skip is None else self.skip(x))
+        h = conv2d(self.conv2, jax.nn.silu(self.norm2(h)))
+        return h + (x if self.skip is None else conv2d(self.skip, x))
 
 
 def time_features(embed, temb, time_transform, t, dtype, label_embed=None, y=None):
@@ -155,18 +156,18 @@ class UNet(eqx.Module):
             raise ValueError(f"`x` must have shape {self.data_shape}, got {x.shape}.")
         dtype = self.conv_in.weight.dtype
         e = time_features(self.embed, self.temb, self.time_transform, t, dtype, self.label_embed, y)
-        h = self.conv_in(x.astype(dtype))
+        h = conv2d(self.conv_in, x.astype(dtype))
         skips = []
         for i, block in enumerate(self.down):
             h = block(h, e)
             skips.append(h)
             if i < len(self.downsample):
-                h = self.downsample[i](h)
+                h = conv2d(self.downsample[i], h)
         h = self.mid(h, e)
         for block in self.up:
             s = skips.pop()
             if h.shape[1:] != s.shape[1:]:
                 h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
             h = block(jnp.concatenate([h, s], 0), e)
-        out = self.conv_out(jax.nn.silu(self.norm_out(h)))
+        out = conv2d(self.conv_out, jax.nn.silu(self.norm_out(h)))
         return out.astype(x.dtype)
