@@ -18,11 +18,17 @@ from jaxtyping import Array, Float
 
 def conv2d(conv: eqx.nn.Conv2d, x: Float[Array, "c h w"]) -> Float[Array, "o oh ow"]:
     """`conv(x)` for one image, as a matrix product (zero padding, no dilation or groups)."""
-    if conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "ZEROS":
+    padding = conv.padding
+    if (
+        conv.groups != 1
+        or conv.dilation != (1, 1)
+        or conv.padding_mode != "ZEROS"
+        or not all(isinstance(p, int) for pair in padding for p in pair)
+    ):
         return conv(x)
     weight = conv.weight
     out_c, in_c, kh, kw = weight.shape
-    (ph0, ph1), (pw0, pw1) = conv.padding
+    (ph0, ph1), (pw0, pw1) = [(int(lo), int(hi)) for lo, hi in padding]
     sh, sw = conv.stride
     x = jnp.pad(x, ((0, 0), (ph0, ph1), (pw0, pw1)))
     oh = (x.shape[1] - kh) // sh + 1
