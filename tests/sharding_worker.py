@@ -1,0 +1,130 @@
+"""The multi-device side of `tests/test_sharding.py`, run in a fresh process.
+
+JAX fixes its devices when it starts, so each run is a subprocess:
+
+    python tests/sharding_worker.py single OUT          # 1 process x 4 CPU devices
+    python tests/sharding_worker.py multi OUT ID N PORT  # process ID of N, 2 devices each
+
+It trains one small score model by `scoreflow.train.fit` in float64 in every way the
+tests compare and writes what it saw to `OUT/<mode><id>.json`.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import sys
+
+MODE, OUT = sys.argv[1], pathlib.Path(sys.argv[2])
+PROCESS, NUM_PROCESSES, PORT = (int(a) for a in sys.argv[3:6]) if MODE == "multi" else (0, 1, 0)
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_num_cpu_devices", 2 if MODE == "multi" else 4)
+
+import jax.numpy as jnp  # noqa: E402
+import jax.random as jr  # noqa: E402
+import numpy as np  # noqa: E402
+
+import scoreflow as sf  # noqa: E402
+from scoreflow import train  # noqa: E402
+
+if MODE == "multi":
+    info = train.initialize_distributed(
+        f"127.0.0.1:{PORT}", NUM_PROCESSES, PROCESS, timeout=60
+    )
+    assert info["devices"] == 4, info
+
+STEPS, CHUNK, BATCH = 20, 10, 16
+
+
+def model():
+    net = sf.nn.TimeMLP((2,), width=16, depth=1, key=jr.key(0))
+    return sf.ScoreSDE(sf.VPSDE(), net, parameterisation="eps", event_shape=(2,))
+
+
+def dataset():
+    return np.asarray(sf.data.ring_mixture().sample(256, key=jr.key(3)) / 4, np.float64)
+
+
+def fit(num_steps, data, mesh, **kw):
+    return train.fit(
+        model(),
+        data,
+        num_steps=num_steps,
+        batch_size=BATCH,
+        steps_per_chunk=CHUNK,
+        progress=False,
+        mesh=mesh,
+        key=jr.key(1),
+        **kw,
+    )
+
+
+def params(res):
+    leaves = jax.tree_util.tree_leaves(eqx_filter(res.state))
+    return [np.asarray(leaf).ravel().tolist() for leaf in leaves]
+
+
+def eqx_filter(state):
+    import equinox as eqx
+
+    return eqx.filter((state.model, state.ema), eqx.is_inexact_array)
+
+
+class Counting:
+    """A row-wise transform that counts the rows this process read."""
+
+    def __init__(self):
+        self.rows = 0
+
+    def __call__(self, x):
+        self.rows += x.shape[0]
+        return x
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    x = dataset()
+    mesh = jax.make_mesh((4,), ("data",))
+    report = {}
+    if MODE == "single":
+        one = fit(STEPS, x, None)
+        four = fit(STEPS, x, mesh)
+        report["one"], report["four"] = one.losses.tolist(), four.losses.tolist()
+        report["one_params"], report["four_params"] = params(one), params(four)
+        # Resume on the same mesh, and across meshes (4 -> 1, 1 -> 4).
+        ckpt = {name: OUT / f"{name}.eqx" for name in ("same", "to_one", "to_four")}
+        fit(CHUNK, x, mesh, checkpoint=ckpt["same"])
+        shutil.copy(ckpt["same"], ckpt["to_one"])
+        report["same"] = fit(STEPS, x, mesh, checkpoint=ckpt["same"]).losses.tolist()
+        report["to_one"] = fit(STEPS, x, None, checkpoint=ckpt["to_one"]).losses.tolist()
+        fit(CHUNK, x, None, checkpoint=ckpt["to_four"])
+        report["to_four"] = fit(STEPS, x, mesh, checkpoint=ckpt["to_four"]).losses.tolist()
+        # The same rows on disk: identical draws to the in-memory array.
+        np.save(OUT / "data.npy", x)
+        disk = sf.data.open_npy(OUT / "data.npy")
+        report["disk_one"] = fit(STEPS, disk, None).losses.tolist()
+        report["disk_four"] = fit(STEPS, disk, mesh).losses.tolist()
+        fit(CHUNK, disk, mesh, checkpoint=OUT / "disk.eqx")
+        report["disk_resumed"] = fit(STEPS, disk, mesh, checkpoint=OUT / "disk.eqx").losses.tolist()
+        report["devices"] = jax.device_count()
+    else:
+        res = fit(STEPS, x, mesh, checkpoint=OUT / "multi.eqx")
+        report["multi"] = res.losses.tolist()
+        report["multi_params"] = params(res)
+        np.save(OUT / f"data{PROCESS}.npy", x)
+        counting = Counting()
+        disk = sf.data.open_npy(OUT / f"data{PROCESS}.npy", transform=counting)
+        report["disk_multi"] = fit(STEPS, disk, mesh).losses.tolist()
+        report["rows_read"] = counting.rows
+        report["checkpoint_writer"] = train.is_main_process()
+    (OUT / f"{MODE}{PROCESS}.json").write_text(json.dumps(report))
+    if MODE == "multi":
+        jax.distributed.shutdown()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
