@@ -1888,3 +1888,24 @@ ROWS += [
     ),
     BadInput("data.open_idx.labels", lambda: _in_tmp(_idx_mismatch), _V, "`labels` has 4 rows"),
 ]
+
+ROWS += [
+    BadInput(
+        "solve.sharded_sample.mesh_axis",
+        lambda: solve.sharded_sample(vp(), exact(), (4, 2), mesh=_mesh(1, "x"), key=key()),
+        _V,
+        "`mesh` has axes",
+    ),
+    BadInput(
+        "solve.sharded_sample.batch",
+        lambda: solve.sharded_sample(vp(), exact(), (6, 2), mesh=_mesh(4), key=key()),
+        _V,
+        "`shape\\[0\\]` 6 is not divisible",
+    ),
+    BadInput(
+        "solve.sharded_log_likelihood.batch",
+        lambda: solve.sharded_log_likelihood(vp(), exact(), jnp.zeros((6, 2)), mesh=_mesh(4)),
+        _V,
+        "`x.shape\\[0\\]` 6 is not divisible",
+    ),
+]

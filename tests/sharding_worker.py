@@ -23,7 +23,6 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_num_cpu_devices", 2 if MODE == "multi" else 4)
 
-import jax.numpy as jnp  # noqa: E402
 import jax.random as jr  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -31,9 +30,7 @@ import scoreflow as sf  # noqa: E402
 from scoreflow import train  # noqa: E402
 
 if MODE == "multi":
-    info = train.initialize_distributed(
-        f"127.0.0.1:{PORT}", NUM_PROCESSES, PROCESS, timeout=60
-    )
+    info = train.initialize_distributed(f"127.0.0.1:{PORT}", NUM_PROCESSES, PROCESS, timeout=60)
     assert info["devices"] == 4, info
 
 STEPS, CHUNK, BATCH = 20, 10, 16

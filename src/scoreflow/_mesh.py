@@ -34,6 +34,19 @@ def check_mesh(mesh, batch_size: int, name: str = "batch_size") -> None:
         )
 
 
+def auto(mesh: Mesh) -> Mesh:
+    """`mesh` with every axis of type `Auto`: XLA propagates the shardings.
+
+    `jax.make_mesh` makes `Explicit` axes, under which every operation of a model would
+    have to be written sharding-aware; scoreflow constrains the batch and the state at
+    the step's boundaries and lets XLA place the rest.
+    """
+    auto_types = (jax.sharding.AxisType.Auto,) * len(mesh.axis_names)
+    if tuple(mesh.axis_types) == auto_types:
+        return mesh
+    return Mesh(mesh.devices, mesh.axis_names, axis_types=auto_types)
+
+
 def batch_sharding(mesh: Mesh, leading: int = 0) -> NamedSharding:
     """The batch axis (after `leading` unsharded axes) split along `data`."""
     return NamedSharding(mesh, PartitionSpec(*([None] * leading), DATA_AXIS))
@@ -96,8 +109,6 @@ def constrain_replicated(tree, mesh: Mesh | None):
     if mesh is None:
         return tree
     return eqx.filter_shard(tree, replicated(mesh))
-
-
 
 
 def shard_batch(tree, mesh: Mesh, leading: int = 0):

@@ -70,7 +70,9 @@ class DiskDataset:
         """
         idx = np.asarray(idx, np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_rows):
-            raise ValueError(f"`idx` must lie in [0, {self.num_rows}), got {idx.min()}..{idx.max()}.")
+            raise ValueError(
+                f"`idx` must lie in [0, {self.num_rows}), got {idx.min()}..{idx.max()}."
+            )
         order = np.argsort(idx, kind="stable")
         inverse = np.empty_like(order)
         inverse[order] = np.arange(order.size)

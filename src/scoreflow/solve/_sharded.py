@@ -133,6 +133,7 @@ def sharded_sample(
     if len(shape) < 2:
         raise ValueError(f"`shape` must be (batch, *event_shape), got {shape}.")
     _mesh.check_mesh(mesh, shape[0], "shape[0]")
+    mesh = _mesh.auto(mesh)
     dtype = _checks.float_dtype(dtype)
     _checks.key(key)
     if manual is None:
@@ -146,9 +147,7 @@ def sharded_sample(
         return solve_reverse_sde(sde, model, y0, key=k_path, **kwargs)
     throw = kwargs.pop("throw", True)
     dynamic, static = eqx.partition((sde, model), eqx.is_array)
-    res = _manual_sample(
-        dynamic, static, y0, k_path, mesh, method, {**kwargs, "throw": False}
-    )
+    res = _manual_sample(dynamic, static, y0, k_path, mesh, method, {**kwargs, "throw": False})
     _raise_if_failed(res.result, throw)
     return res
 
@@ -223,6 +222,7 @@ def sharded_log_likelihood(
     """
     _checks.batch_array(x, "x")
     _mesh.check_mesh(mesh, x.shape[0], "x.shape[0]")
+    mesh = _mesh.auto(mesh)
     x = _mesh.shard_batch(x, mesh)
     sde, model = _mesh.replicate((sde, model), mesh)
     if not manual:

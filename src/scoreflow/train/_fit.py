@@ -319,6 +319,7 @@ def fit(
         raise ValueError(f"`ema_decay` must lie in [0, 1), got {ema_decay}.")
     if mesh is not None:
         _sharding.check_mesh(mesh, batch_size)
+        mesh = _sharding.auto(mesh)
     on_disk = isinstance(data, DiskDataset)
     data_is_fn = on_disk or (callable(data) and not isinstance(data, jax.Array))
     if not data_is_fn:

@@ -16,6 +16,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from .. import _checks
+from .._mesh import auto as auto
 from .._mesh import batch_sharding as batch_sharding
 from .._mesh import check_mesh as check_mesh
 from .._mesh import constrain_batch as constrain_batch
@@ -23,7 +24,6 @@ from .._mesh import constrain_replicated as constrain_replicated
 from .._mesh import local as local
 from .._mesh import replicate as replicate
 from .._mesh import to_numpy as to_numpy
-
 
 
 @eqx.filter_jit
