@@ -3,6 +3,7 @@
 JAX fixes its devices when it starts, so each run is a subprocess:
 
     python tests/sharding_worker.py single OUT          # 1 process x 4 CPU devices
+    python tests/sharding_worker.py disk OUT            # the same, data on disk
     python tests/sharding_worker.py multi OUT ID N PORT  # process ID of N, 2 devices each
 
 It trains one small score model by `scoreflow.train.fit` in float64 in every way the
@@ -99,6 +100,8 @@ def main():
         report["to_one"] = fit(STEPS, x, None, checkpoint=ckpt["to_one"]).losses.tolist()
         fit(CHUNK, x, None, checkpoint=ckpt["to_four"])
         report["to_four"] = fit(STEPS, x, mesh, checkpoint=ckpt["to_four"]).losses.tolist()
+        report["devices"] = jax.device_count()
+    elif MODE == "disk":
         # The same rows on disk: identical draws to the in-memory array.
         np.save(OUT / "data.npy", x)
         disk = sf.data.open_npy(OUT / "data.npy")
@@ -106,7 +109,8 @@ def main():
         report["disk_four"] = fit(STEPS, disk, mesh).losses.tolist()
         fit(CHUNK, disk, mesh, checkpoint=OUT / "disk.eqx")
         report["disk_resumed"] = fit(STEPS, disk, mesh, checkpoint=OUT / "disk.eqx").losses.tolist()
-        report["devices"] = jax.device_count()
+        report["four"] = fit(STEPS, x, mesh).losses.tolist()
+        report["one"] = fit(STEPS, x, None).losses.tolist()
     else:
         res = fit(STEPS, x, mesh, checkpoint=OUT / "multi.eqx")
         report["multi"] = res.losses.tolist()
