@@ -1,7 +1,7 @@
 """Sharded sampling and likelihood on 4 simulated CPU devices: automatic vs shard_map.
 
 Problem: the 8-component 2-d ring mixture with its exact score (`noised(sde)`), VP SDE,
-float32, a batch of `--batch` (default 4096). Each row is one call, timed for
+float32 (`--x64`: float64), a batch of `--batch` (default 4096). Each row is one call, timed for
 compilation and for execution (median of `--repeats`) in this process:
 
 - fixed-grid ODE sampling (Heun, 32 uniform steps);
@@ -39,13 +39,11 @@ import scoreflow as sf  # noqa: E402
 from scoreflow import solve  # noqa: E402
 
 
-def ring():
+def ring(dtype):
     ang = 2 * np.pi * np.arange(8) / 8
     means = 4 * np.stack([np.cos(ang), np.sin(ang)], 1)
     return sf.GaussianMixture(
-        jnp.full(8, 1 / 8, jnp.float32),
-        jnp.asarray(means, jnp.float32),
-        jnp.full((8, 2), 0.25, jnp.float32),
+        jnp.full(8, 1 / 8, dtype), jnp.asarray(means, dtype), jnp.full((8, 2), 0.25, dtype)
     )
 
 
@@ -72,10 +70,14 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--x64", action="store_true", help="float64 instead of float32")
     args = parser.parse_args()
+    if args.x64:
+        jax.config.update("jax_enable_x64", True)
+    dtype = jnp.float64 if args.x64 else jnp.float32
     assert jax.device_count() == 4, jax.devices()
     sde = sf.VPSDE()
-    model = ring().noised(sde)
+    model = ring(dtype).noised(sde)
     mesh = jax.make_mesh((4,), ("data",))
     key = jr.key(0)
     shape = (args.batch, 2)
@@ -91,18 +93,18 @@ def main():
             kind="likelihood", options=dict(rtol=1e-5, atol=1e-5)
         ),
     }
-    x = sf.data.ring_mixture().sample(args.batch, key=jr.key(1)).astype(jnp.float32)
+    x = sf.data.ring_mixture().sample(args.batch, key=jr.key(1)).astype(dtype)
     rows = []
     for name, p in problems.items():
         opts = p["options"]
         if p["kind"] == "sample":
             calls = {
-                "1 device": lambda: solve.sample(sde, model, shape, key=key, **opts),
+                "1 device": lambda: solve.sample(sde, model, shape, dtype=dtype, key=key, **opts),
                 "automatic, 4": lambda: solve.sharded_sample(
-                    sde, model, shape, mesh=mesh, manual=False, key=key, **opts
+                    sde, model, shape, mesh=mesh, manual=False, dtype=dtype, key=key, **opts
                 ),
                 "shard_map, 4": lambda: solve.sharded_sample(
-                    sde, model, shape, mesh=mesh, manual=True, key=key, **opts
+                    sde, model, shape, mesh=mesh, manual=True, dtype=dtype, key=key, **opts
                 ),
             }
             value = lambda r: r.samples
@@ -143,7 +145,9 @@ def main():
         )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(batch=args.batch, repeats=args.repeats, rows=rows), f, indent=1)
+            json.dump(
+                dict(batch=args.batch, repeats=args.repeats, x64=args.x64, rows=rows), f, indent=1
+            )
 
 
 if __name__ == "__main__":
