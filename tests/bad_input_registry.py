@@ -1909,3 +1909,15 @@ ROWS += [
         "`x.shape\\[0\\]` 6 is not divisible",
     ),
 ]
+
+ROWS += [
+    BadInput(
+        "cli.train.process_id",
+        lambda: __import__("scoreflow.cli", fromlist=["x"]).main(
+            ["--debug", "train", "--coordinator-address", "127.0.0.1:1234",
+             "--num-processes", "2", "--process-id", "5"]
+        ),  # fmt: skip
+        _V,
+        "`process_id` must lie in",
+    ),
+]

@@ -4,6 +4,7 @@ JAX fixes its devices when it starts, so each run is a subprocess:
 
     python tests/sharding_worker.py single OUT          # 1 process x 4 CPU devices
     python tests/sharding_worker.py disk OUT            # the same, data on disk
+    python tests/sharding_worker.py solve OUT           # sharded sampling, likelihood
     python tests/sharding_worker.py multi OUT ID N PORT  # process ID of N, 2 devices each
 
 It trains one small score model by `scoreflow.train.fit` in float64 in every way the
@@ -82,6 +83,37 @@ class Counting:
         return x
 
 
+def solves(mesh):
+    import diffrax as dfx
+
+    from scoreflow import solve
+
+    sde = sf.VPSDE()
+    exact = sf.data.ring_mixture().noised(sde)
+    key, shape = jr.key(4), (8, 2)
+    fixed = dict(solver=dfx.Euler(), grid=solve.UniformGrid(4))
+    pid = dict(solver=dfx.Tsit5(), stepsize_controller=dfx.PIDController(rtol=1e-4, atol=1e-4))
+    one = solve.sample(sde, exact, shape, key=key, **fixed).samples
+    auto = solve.sharded_sample(sde, exact, shape, mesh=mesh, key=key, **fixed)
+    ref = solve.sample(sde, exact, shape, key=key, **pid)
+    manual = solve.sharded_sample(sde, exact, shape, mesh=mesh, key=key, **pid)
+    x = sf.data.ring_mixture().sample(8, key=jr.key(5))
+    lp = solve.log_likelihood(sde, exact, x, rtol=1e-4, atol=1e-4)
+    lp_manual = solve.sharded_log_likelihood(sde, exact, x, mesh=mesh, rtol=1e-4, atol=1e-4)
+    return {
+        "fixed_one": np.asarray(one).tolist(),
+        "fixed_auto": np.asarray(auto.samples).tolist(),
+        "fixed_auto_sharding": str(auto.samples.sharding.spec),
+        "pid_one": np.asarray(ref.samples).tolist(),
+        "pid_manual": np.asarray(manual.samples).tolist(),
+        "pid_manual_steps": np.asarray(manual.stats["num_steps"]).tolist(),
+        "pid_manual_num_steps": int(manual.num_steps),
+        "lp_one": np.asarray(lp.log_prob).tolist(),
+        "lp_manual": np.asarray(lp_manual.log_prob).tolist(),
+        "lp_manual_steps": np.asarray(lp_manual.stats["num_steps"]).tolist(),
+    }
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     x = dataset()
@@ -111,6 +143,8 @@ def main():
         report["disk_resumed"] = fit(STEPS, disk, mesh, checkpoint=OUT / "disk.eqx").losses.tolist()
         report["four"] = fit(STEPS, x, mesh).losses.tolist()
         report["one"] = fit(STEPS, x, None).losses.tolist()
+    elif MODE == "solve":
+        report.update(solves(mesh))
     else:
         res = fit(STEPS, x, mesh, checkpoint=OUT / "multi.eqx")
         report["multi"] = res.losses.tolist()

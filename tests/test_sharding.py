@@ -99,6 +99,21 @@ def test_disk_dataset_draws_the_in_memory_rows(tmp_path):
     assert disk["disk_resumed"] == disk["four"][CHUNK:]
 
 
+@pytest.mark.slow
+def test_sharded_solves(tmp_path):
+    _wait(*_run(["solve", str(tmp_path)], timeout=300))
+    r = json.loads((tmp_path / "solve0.json").read_text())
+    # A fixed grid under automatic sharding: the single-device samples, batch on `data`.
+    np.testing.assert_allclose(r["fixed_auto"], r["fixed_one"], rtol=1e-12, atol=1e-12)
+    assert r["fixed_auto_sharding"] == "PartitionSpec('data',)"
+    # Adaptive, shard_map: each device its own steps, the result within the tolerance.
+    assert len(r["pid_manual_steps"]) == 4
+    assert r["pid_manual_num_steps"] == max(r["pid_manual_steps"])
+    np.testing.assert_allclose(r["pid_manual"], r["pid_one"], rtol=0, atol=1e-2)
+    assert len(r["lp_manual_steps"]) == 4
+    np.testing.assert_allclose(r["lp_manual"], r["lp_one"], rtol=0, atol=1e-2)
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -186,3 +201,20 @@ def test_fit_trains_from_disk_exactly_as_from_memory(tmp_path):
     mem = sf.train.fit(_tiny_model(), jnp.asarray(x), **kw)
     disk = sf.train.fit(_tiny_model(), sf.data.open_npy(tmp_path / "x.npy"), **kw)
     np.testing.assert_array_equal(disk.losses, mem.losses)
+
+
+def test_cli_trains_data_parallel_and_refuses_a_bad_address(tmp_path, capsys):
+    from scoreflow.cli import main
+
+    cfg = {
+        "num_train": 64, "steps": 2, "batch_size": 8, "steps_per_chunk": 2,
+        "network": {"width": 8, "depth": 1}, "checkpoint": str(tmp_path / "m.eqx"),
+    }  # fmt: skip
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    # One device here: a mesh of one, the config unchanged.
+    assert main(["train", "--config", str(path), "--quiet", "--data-parallel"]) == 0
+    assert (tmp_path / "m.eqx").is_file()
+    bad = ["train", "--config", str(path), "--coordinator-address", "nohost"]
+    assert main([*bad, "--num-processes", "2", "--process-id", "0"]) == 2
+    assert "`coordinator_address` must be" in capsys.readouterr().err
