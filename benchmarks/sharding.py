@@ -131,17 +131,18 @@ def main():
                 run_s=round(run_s, 4),
                 steps=steps_of(res),
                 max_abs_diff=float(np.max(np.abs(v - ref))),
+                out_spec=str(getattr(value(res).sharding, "spec", "one device")),
             )
             rows.append(row)
             print(json.dumps(row), flush=True)
     print()
-    print("| problem | how | compile (s) | run (s) | steps | max abs diff vs 1 device |")
-    print("|---|---|---|---|---|---|")
+    print("| problem | how | compile (s) | run (s) | steps | max abs diff vs 1 device | output |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         steps = "/".join(str(s) for s in r["steps"])
         print(
             f"| {r['problem']} | {r['how']} | {r['compile_s']:.2f} | {r['run_s']:.3f} | "
-            f"{steps} | {r['max_abs_diff']:.1e} |"
+            f"{steps} | {r['max_abs_diff']:.1e} | `{r['out_spec']}` |"
         )
     if args.json:
         with open(args.json, "w") as f:

@@ -1914,8 +1914,16 @@ ROWS += [
     BadInput(
         "cli.train.process_id",
         lambda: __import__("scoreflow.cli", fromlist=["x"]).main(
-            ["--debug", "train", "--coordinator-address", "127.0.0.1:1234",
-             "--num-processes", "2", "--process-id", "5"]
+            [
+                "--debug",
+                "train",
+                "--coordinator-address",
+                "127.0.0.1:1234",
+                "--num-processes",
+                "2",
+                "--process-id",
+                "5",
+            ]
         ),  # fmt: skip
         _V,
         "`process_id` must lie in",

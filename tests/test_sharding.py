@@ -105,7 +105,7 @@ def test_sharded_solves(tmp_path):
     r = json.loads((tmp_path / "solve0.json").read_text())
     # A fixed grid under automatic sharding: the single-device samples, batch on `data`.
     np.testing.assert_allclose(r["fixed_auto"], r["fixed_one"], rtol=1e-12, atol=1e-12)
-    assert r["fixed_auto_sharding"] == "PartitionSpec('data',)"
+    assert r["fixed_auto_sharding"] == "P('data',)"
     # Adaptive, shard_map: each device its own steps, the result within the tolerance.
     assert len(r["pid_manual_steps"]) == 4
     assert r["pid_manual_num_steps"] == max(r["pid_manual_steps"])

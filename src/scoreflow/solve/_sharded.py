@@ -12,6 +12,10 @@ Two ways to run one solve of a sharded batch:
   own diffrax solve, with its own `while_loop`, step sizes and number of steps, and no
   communication until the end. Per-device step counts come back in `stats`.
 
+Both run the solve with `throw=False` and check its result code afterwards: diffrax's
+error check inside a solve is a host callback pinned to device 0, and under automatic
+sharding XLA then gathers the whole batch onto that device.
+
 The default is automatic for fixed grids (no per-step reduction to save, and the
 samples equal the single-device ones) and manual for adaptive solves (no per-step
 all-reduce, and no device waits for another's steps); `benchmarks/sharding.py` measures
@@ -46,6 +50,9 @@ def _combine(num_steps, nfe, result):
 
 
 def _raise_if_failed(result, throw: bool):
+    # After the solve, outside it: an error callback inside a sharded solve is pinned to
+    # device 0, and XLA then gathers the whole batch onto it (measured: the samples
+    # came back replicated, "involuntary full rematerialization").
     if throw:
         code = int(_mesh.to_numpy(result._value))
         if code != 0:
@@ -125,7 +132,7 @@ def sharded_sample(
     Raises:
         ValueError: a `mesh` that is not a mesh or has no `data` axis, a batch not
             divisible by its size, and as `sample`.
-        RuntimeError: manual, `throw=True` (default) and a device's solve failed.
+        RuntimeError: `throw=True` (default) and the solve failed (on any device).
     """
     if method not in ("ode", "sde"):
         raise ValueError(f"`method` must be 'ode' or 'sde', got {method!r}.")
@@ -141,11 +148,16 @@ def sharded_sample(
     k_prior, k_path = jr.split(key)
     y0 = _mesh.shard_batch(sde.prior_sample(shape, key=k_prior, dtype=dtype), mesh)
     sde, model = _mesh.replicate((sde, model), mesh)
-    if not manual:
-        if method == "ode":
-            return solve_probability_flow(sde, model, y0, **kwargs)
-        return solve_reverse_sde(sde, model, y0, key=k_path, **kwargs)
     throw = kwargs.pop("throw", True)
+    if not manual:
+        # The failure check runs after the solve: inside it, diffrax's error callback
+        # is pinned to device 0 and XLA then gathers the whole batch there.
+        if method == "ode":
+            res = solve_probability_flow(sde, model, y0, throw=False, **kwargs)
+        else:
+            res = solve_reverse_sde(sde, model, y0, key=k_path, throw=False, **kwargs)
+        _raise_if_failed(res.result, throw)
+        return res
     dynamic, static = eqx.partition((sde, model), eqx.is_array)
     res = _manual_sample(dynamic, static, y0, k_path, mesh, method, {**kwargs, "throw": False})
     _raise_if_failed(res.result, throw)
@@ -218,16 +230,18 @@ def sharded_log_likelihood(
 
     Raises:
         ValueError: a bad `mesh` or batch size, and as `log_likelihood`.
-        RuntimeError: manual, `throw=True` (default) and a device's solve failed.
+        RuntimeError: `throw=True` (default) and the solve failed (on any device).
     """
     _checks.batch_array(x, "x")
     _mesh.check_mesh(mesh, x.shape[0], "x.shape[0]")
     mesh = _mesh.auto(mesh)
     x = _mesh.shard_batch(x, mesh)
     sde, model = _mesh.replicate((sde, model), mesh)
-    if not manual:
-        return log_likelihood(sde, model, x, key=key, **kwargs)
     throw = kwargs.pop("throw", True)
+    if not manual:
+        res = log_likelihood(sde, model, x, key=key, throw=False, **kwargs)
+        _raise_if_failed(res.result, throw)
+        return res
     dynamic, static = eqx.partition((sde, model), eqx.is_array)
     res = _manual_log_likelihood(dynamic, static, x, key, mesh, {**kwargs, "throw": False})
     _raise_if_failed(res.result, throw)
