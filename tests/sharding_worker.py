@@ -6,6 +6,7 @@ JAX fixes its devices when it starts, so each run is a subprocess:
     python tests/sharding_worker.py disk OUT            # the same, data on disk
     python tests/sharding_worker.py solve OUT           # sharded sampling, likelihood
     python tests/sharding_worker.py multi OUT ID N PORT  # process ID of N, 2 devices each
+    python tests/sharding_worker.py alone OUT ID N PORT  # process ID of N, whose peers never come
 
 It trains one small score model by `scoreflow.train.fit` in float64 in every way the
 tests compare and writes what it saw to `OUT/<mode><id>.json`.
@@ -18,12 +19,13 @@ import shutil
 import sys
 
 MODE, OUT = sys.argv[1], pathlib.Path(sys.argv[2])
-PROCESS, NUM_PROCESSES, PORT = (int(a) for a in sys.argv[3:6]) if MODE == "multi" else (0, 1, 0)
+MULTI = MODE in ("multi", "alone")
+PROCESS, NUM_PROCESSES, PORT = (int(a) for a in sys.argv[3:6]) if MULTI else (0, 1, 0)
 
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
-jax.config.update("jax_num_cpu_devices", 2 if MODE == "multi" else 4)
+jax.config.update("jax_num_cpu_devices", 2 if MULTI else 4)
 
 import jax.random as jr  # noqa: E402
 import numpy as np  # noqa: E402
@@ -31,6 +33,10 @@ import numpy as np  # noqa: E402
 import scoreflow as sf  # noqa: E402
 from scoreflow import train  # noqa: E402
 
+if MODE == "alone":
+    # Nobody else joins: the join must give up after its timeout, not hang.
+    train.initialize_distributed(f"127.0.0.1:{PORT}", NUM_PROCESSES, PROCESS, timeout=5)
+    sys.exit(0)
 if MODE == "multi":
     info = train.initialize_distributed(f"127.0.0.1:{PORT}", NUM_PROCESSES, PROCESS, timeout=60)
     assert info["devices"] == 4, info

@@ -141,6 +141,25 @@ def test_two_processes_match_one_process_and_one_device(single, tmp_path):
     assert (tmp_path / "multi.eqx").is_file()
 
 
+@pytest.mark.slow
+def test_a_process_whose_peers_never_join_gives_up(tmp_path):
+    # A run of 2 processes where only one starts (or the counts disagree): the join
+    # times out (5 s here) with an error instead of waiting forever.
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), "alone", str(tmp_path), "0", "2", str(_free_port())],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("a process left alone hung past its join timeout")
+    assert proc.returncode != 0, out[-2000:]
+
+
 # ---- in this process: the on-disk formats, and the refusals ----
 
 
