@@ -365,7 +365,7 @@ def fit(
         current, total = _sharding.replicate((current, total), mesh)
         if not data_is_fn:
             data = _sharding.replicate(data, mesh)
-    disk = data if on_disk else None
+    disk = data if isinstance(data, DiskDataset) else None
     start = int(_sharding.to_numpy(current.step))
     every = checkpoint_every
     last_saved = start
