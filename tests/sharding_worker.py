@@ -3,7 +3,7 @@
 JAX fixes its devices when it starts, so each run is a subprocess:
 
     python tests/sharding_worker.py single OUT          # 1 process x 4 CPU devices
-    python tests/sharding_worker.py disk OUT            # the same, data on disk
+    python tests/sharding_worker.py disk OUT            # data on disk, validation, a sampler
     python tests/sharding_worker.py solve OUT           # sharded sampling, likelihood
     python tests/sharding_worker.py multi OUT ID N PORT  # process ID of N, 2 devices each
     python tests/sharding_worker.py alone OUT ID N PORT  # process ID of N, whose peers never come
@@ -96,6 +96,10 @@ def eqx_filter(state):
     return eqx.filter((state.model, state.ema), eqx.is_inexact_array)
 
 
+def sampler(n, *, key):
+    return 0.5 * jr.normal(key, (n, 2), jnp.float64)
+
+
 class Counting:
     """A row-wise transform that counts the rows this process read."""
 
@@ -167,6 +171,11 @@ def main():
         report["disk_resumed"] = fit(STEPS, disk, mesh, checkpoint=OUT / "disk.eqx").losses.tolist()
         report["four"] = fit(STEPS, x, mesh).losses.tolist()
         report["one"] = fit(STEPS, x, None).losses.tolist()
+        # Held-out rows and a sampler as data, on the mesh and off it.
+        for name, msh in (("one", None), ("four", mesh)):
+            val = fit(STEPS, x, msh, validation=0.25)
+            report[f"val_{name}"] = val.history["validation_loss"].tolist()
+            report[f"fn_{name}"] = fit(STEPS, sampler, msh).losses.tolist()
     elif MODE == "solve":
         report.update(solves(mesh))
     else:
