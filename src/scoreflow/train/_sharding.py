@@ -121,9 +121,10 @@ def initialize_distributed(
     the cluster (Slurm, Open MPI, Kubernetes, Cloud TPU), used when none is set.
 
     **No process hangs.** Joining waits at most `timeout` seconds for every process to
-    connect (a process count that differs between processes, a wrong address or a
-    process that never starts ends there with an error), and a process whose peers stop
-    answering for `timeout` seconds is stopped by JAX's heartbeat.
+    connect; a process count that differs between processes, a wrong address or a
+    process that never starts ends there: JAX terminates the waiting process
+    (`DEADLINE_EXCEEDED`, exit status 134; the tests check it). A process whose peers
+    stop answering for `timeout` seconds is stopped by JAX's heartbeat the same way.
 
     On CPU, the processes' collectives are JAX's gloo implementation (TCP); the devices
     of one CPU process are set with `jax.config.update("jax_num_cpu_devices", n)`
@@ -142,7 +143,7 @@ def initialize_distributed(
     Raises:
         ValueError: a missing or malformed address, a process count below 1, a
             `process_id` outside `[0, num_processes)`, or a `timeout` below 1.
-        RuntimeError: JAX could not join the processes within `timeout` (from JAX).
+        RuntimeError: `initialize_distributed` was already called in this process.
     """
     _checks.positive_int(timeout, "timeout")
     env = os.environ
