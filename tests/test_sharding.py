@@ -19,6 +19,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -221,7 +222,9 @@ def test_npz_members_are_memory_mapped(tmp_path):
 def test_fit_trains_from_disk_exactly_as_from_memory(tmp_path):
     x = np.random.default_rng(2).normal(size=(64, 2))
     np.save(tmp_path / "x.npy", x)
-    kw = dict(num_steps=4, batch_size=8, steps_per_chunk=2, progress=False, key=jr.key(1))
+    kw: dict[str, Any] = dict(
+        num_steps=4, batch_size=8, steps_per_chunk=2, progress=False, key=jr.key(1)
+    )
     model = _Denoiser(jnp.eye(2) * 0.5)
     mem = sf.train.fit(model, jnp.asarray(x), **kw)
     disk = sf.train.fit(model, sf.data.open_npy(tmp_path / "x.npy"), **kw)
