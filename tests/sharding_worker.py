@@ -174,6 +174,9 @@ def main():
         report["disk_resumed"] = fit(STEPS, disk, mesh, checkpoint=OUT / "disk.eqx").losses.tolist()
         report["four"] = fit(STEPS, x, mesh).losses.tolist()
         report["one"] = fit(STEPS, x, None).losses.tolist()
+        # A second mesh axis: the batch split along `data` only, replicated along it.
+        grid = jax.make_mesh((2, 2), ("data", "model"))
+        report["two_by_two"] = fit(STEPS, x, grid).losses.tolist()
         # Held-out rows and a sampler as data, on the mesh and off it.
         for name, msh in (("one", None), ("four", mesh)):
             val = fit(STEPS, x, msh, validation=0.25)

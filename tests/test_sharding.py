@@ -101,6 +101,7 @@ def test_disk_dataset_draws_the_in_memory_rows(tmp_path):
     assert disk["disk_one"] == disk["one"]
     assert disk["disk_four"] == disk["four"]
     assert disk["disk_resumed"] == disk["four"][CHUNK:]
+    np.testing.assert_allclose(disk["two_by_two"], disk["one"], rtol=RTOL, atol=0)
     # Held-out rows and a sampler as data, on the mesh and off it.
     np.testing.assert_allclose(disk["val_four"], disk["val_one"], rtol=RTOL, atol=0)
     assert len(disk["val_one"]) == STEPS // CHUNK
