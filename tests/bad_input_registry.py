@@ -1784,3 +1784,185 @@ ROWS += [
         "No checkpoint file",
     ),
 ]
+
+
+# ---- data parallelism, multi-process runs, on-disk data ----
+
+
+def _mesh(n, axis="data"):
+    # A mesh whose `data` axis has size n: one device listed n times (only its shape is
+    # read before the refusal; this process has one device).
+    import jax
+
+    return jax.sharding.Mesh(np.array(jax.devices()[:1] * n), (axis,))
+
+
+def _distributed(**kw):
+    args = dict(coordinator_address="127.0.0.1:1234", num_processes=2, process_id=0)
+    return sf.train.initialize_distributed(**{**args, **kw})
+
+
+def _npz_compressed(d):
+    path = os.path.join(d, "c.npz")
+    np.savez_compressed(path, x=np.zeros((3, 2)))
+    return sf.data.open_npz(path)
+
+
+def _npz_missing(d):
+    path = os.path.join(d, "m.npz")
+    np.savez(path, x=np.zeros((3, 2)))
+    return sf.data.open_npz(path, "images")
+
+
+def _idx_mismatch(d):
+    x = _write(d, "x-idx2", bytes([0, 0, 8, 2]) + np.asarray([3, 2], ">u4").tobytes() + bytes(6))
+    y = _write(d, "y-idx1", bytes([0, 0, 8, 1]) + np.asarray([4], ">u4").tobytes() + bytes(4))
+    return sf.data.open_idx(x, y)
+
+
+ROWS += [
+    BadInput("train.fit.mesh_type", lambda: _fit(mesh="data"), _V, "`mesh` must be a"),
+    BadInput(
+        "train.fit.mesh_without_data_axis",
+        lambda: _fit(mesh=_mesh(1, "batch")),
+        _V,
+        "`mesh` has axes \\('batch',\\)",
+    ),
+    BadInput(
+        "train.fit.batch_not_divisible_by_mesh",
+        lambda: _fit(mesh=_mesh(4), batch_size=6),
+        _V,
+        "`batch_size` 6 is not divisible",
+    ),
+    BadInput(
+        "train.initialize_distributed.address",
+        lambda: _distributed(coordinator_address="localhost"),
+        _V,
+        "`coordinator_address` must be",
+    ),
+    BadInput(
+        "train.initialize_distributed.missing",
+        lambda: _distributed(num_processes=None),
+        _V,
+        "`num_processes` is missing",
+    ),
+    BadInput(
+        "train.initialize_distributed.process_id",
+        lambda: _distributed(process_id=2),
+        _V,
+        "`process_id` must lie in",
+    ),
+    BadInput(
+        "train.initialize_distributed.num_processes",
+        lambda: _distributed(num_processes=0),
+        _V,
+        "`num_processes` must be an int",
+    ),
+    BadInput(
+        "train.initialize_distributed.timeout",
+        lambda: _distributed(timeout=0),
+        _V,
+        "`timeout` must be an int",
+    ),
+    BadInput(
+        "data.DiskDataset.arrays",
+        lambda: sf.data.DiskDataset([1, 2, 3]),
+        _V,
+        "`arrays` must be a NumPy array",
+    ),
+    BadInput(
+        "data.DiskDataset.rows",
+        lambda: sf.data.DiskDataset((np.zeros((3, 2)), np.zeros(4))),
+        _V,
+        "`arrays` must share one leading axis",
+    ),
+    BadInput(
+        "data.DiskDataset.transform",
+        lambda: sf.data.DiskDataset(np.zeros((3, 2)), transform=1),
+        _V,
+        "`transform` must be callable",
+    ),
+    BadInput(
+        "data.DiskDataset.idx",
+        lambda: sf.data.DiskDataset(np.zeros((3, 2))).rows(np.array([3])),
+        _V,
+        "`idx` must lie in",
+    ),
+    BadInput(
+        "data.open_npy.suffix",
+        lambda: sf.data.open_npy("data.csv"),
+        _V,
+        "`path` must end in .npy",
+    ),
+    BadInput(
+        "data.open_npz.compressed",
+        lambda: _in_tmp(_npz_compressed),
+        _V,
+        "`path` .* is compressed",
+    ),
+    BadInput("data.open_npz.member", lambda: _in_tmp(_npz_missing), _V, "`names` 'images'"),
+    BadInput(
+        "data.open_idx.not_idx",
+        lambda: _in_tmp(lambda d: sf.data.open_idx(_write(d, "x-idx", b"\x08\x03\x00\x00"))),
+        _V,
+        "`images` .* is not an IDX file",
+    ),
+    BadInput(
+        "data.open_idx.gzipped",
+        lambda: sf.data.open_idx("train-images-idx3-ubyte.gz"),
+        _V,
+        "`images` .* is gzipped",
+    ),
+    BadInput(
+        "data.open_idx.truncated",
+        lambda: _in_tmp(
+            lambda d: sf.data.open_idx(
+                _write(d, "t-idx", bytes([0, 0, 8, 1]) + np.asarray([9], ">u4").tobytes())
+            )
+        ),
+        _V,
+        "`images` .* is truncated",
+    ),
+    BadInput("data.open_idx.labels", lambda: _in_tmp(_idx_mismatch), _V, "`labels` has 4 rows"),
+]
+
+ROWS += [
+    BadInput(
+        "solve.sharded_sample.mesh_axis",
+        lambda: solve.sharded_sample(vp(), exact(), (4, 2), mesh=_mesh(1, "x"), key=key()),
+        _V,
+        "`mesh` has axes",
+    ),
+    BadInput(
+        "solve.sharded_sample.batch",
+        lambda: solve.sharded_sample(vp(), exact(), (6, 2), mesh=_mesh(4), key=key()),
+        _V,
+        "`shape\\[0\\]` 6 is not divisible",
+    ),
+    BadInput(
+        "solve.sharded_log_likelihood.batch",
+        lambda: solve.sharded_log_likelihood(vp(), exact(), jnp.zeros((6, 2)), mesh=_mesh(4)),
+        _V,
+        "`x.shape\\[0\\]` 6 is not divisible",
+    ),
+]
+
+ROWS += [
+    BadInput(
+        "cli.train.process_id",
+        lambda: __import__("scoreflow.cli", fromlist=["x"]).main(
+            [
+                "--debug",
+                "train",
+                "--coordinator-address",
+                "127.0.0.1:1234",
+                "--num-processes",
+                "2",
+                "--process-id",
+                "5",
+            ]
+        ),  # fmt: skip
+        _V,
+        "`process_id` must lie in",
+    ),
+]

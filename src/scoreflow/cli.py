@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import pathlib
 import sys
 
@@ -78,22 +79,41 @@ def _demo(args) -> int:
     return 0
 
 
+def _distributed(args):
+    # Joins a multi-process run when one is asked for on the command line or by the
+    # environment (`JAX_COORDINATOR_ADDRESS` ...), before anything else touches JAX.
+    from . import train
+
+    given = (args.coordinator_address, args.num_processes, args.process_id)
+    if all(v is None for v in given) and not os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        return
+    train.initialize_distributed(*given, timeout=args.distributed_timeout)
+
+
 def _train(args) -> int:
+    import jax
     import jax.random as jr
 
     from . import train
     from ._config import build_model, build_optimizer, load_config, load_data
 
+    _distributed(args)
+    main = train.is_main_process()
+    say = print if main else (lambda *a, **k: None)
     cfg = load_config(args.config, {"steps": args.steps, "checkpoint": args.checkpoint})
     if args.print_config:
-        print(json.dumps(cfg, indent=1))
+        say(json.dumps(cfg, indent=1))
         return 0
     x = load_data(cfg, "train")
     model = build_model(cfg, tuple(x.shape[1:]))
+    mesh = None
+    if args.data_parallel or jax.process_count() > 1:
+        # Every device of every process on one `data` axis; nothing else changes.
+        mesh = jax.make_mesh((jax.device_count(),), ("data",))
     ckpt = pathlib.Path(cfg["checkpoint"])
     if ckpt.is_file():
         step = train.checkpoint_info(ckpt).get("step", 0)
-        print(f"scoreflow train: resumed from step {step} of {ckpt}")
+        say(f"scoreflow train: resumed from step {step} of {ckpt}")
     res = train.fit(
         model,
         x,
@@ -106,10 +126,11 @@ def _train(args) -> int:
         checkpoint_every=cfg["checkpoint_every"],
         checkpoint_metadata={"config": cfg, "event_shape": list(x.shape[1:])},
         progress=not args.quiet,
+        mesh=mesh,
         key=jr.key(cfg["seed"] + 100),
     )
     final = float(res.losses[-50:].mean()) if res.losses.size else float("nan")
-    print(
+    say(
         f"scoreflow train: {cfg['model']} on {cfg['dataset']}, step {int(res.state.step)}, "
         f"final loss {final:.4f}; checkpoint {ckpt}"
     )
@@ -327,6 +348,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.add_argument(
+        "--data-parallel",
+        action="store_true",
+        help="shard each batch over every device (on by itself in a multi-process run)",
+    )
+    tr.add_argument(
+        "--coordinator-address",
+        default=None,
+        help="host:port of process 0 in a multi-process run (or JAX_COORDINATOR_ADDRESS)",
+    )
+    tr.add_argument(
+        "--num-processes", type=int, default=None, help="processes (or JAX_NUM_PROCESSES)"
+    )
+    tr.add_argument(
+        "--process-id", type=int, default=None, help="this process's index (or JAX_PROCESS_ID)"
+    )
+    tr.add_argument(
+        "--distributed-timeout",
+        type=int,
+        default=120,
+        help="seconds to wait for the other processes before giving up",
+    )
     tr.set_defaults(func=_train)
 
     sa = sub.add_parser(

@@ -40,6 +40,8 @@ from ._sample import SampleResult as SampleResult
 from ._sample import sample as sample
 from ._sample import solve_probability_flow as solve_probability_flow
 from ._sample import solve_reverse_sde as solve_reverse_sde
+from ._sharded import sharded_log_likelihood as sharded_log_likelihood
+from ._sharded import sharded_sample as sharded_sample
 from ._shared._brownian import GridBrownianPath as GridBrownianPath
 from ._shared._nfe import AbstractCountedSolver as AbstractCountedSolver
 from ._shared._nfe import evals_per_step as evals_per_step

@@ -1,4 +1,4 @@
-"""The training loop: `fit`, explicit state, checkpoints, optimisers."""
+"""The training loop: `fit`, explicit state, checkpoints, optimisers, multi-process runs."""
 
 from .._serialise import CheckpointError as CheckpointError
 from .._serialise import CheckpointMismatch as CheckpointMismatch
@@ -10,5 +10,7 @@ from ._fit import TrainingDiverged as TrainingDiverged
 from ._fit import fit as fit
 from ._optim import alternating as alternating
 from ._optim import default_optimizer as default_optimizer
+from ._sharding import initialize_distributed as initialize_distributed
+from ._sharding import is_main_process as is_main_process
 from ._state import TrainState as TrainState
 from ._state import init_state as init_state

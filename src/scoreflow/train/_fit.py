@@ -13,7 +13,9 @@ from jaxtyping import Array, PyTree
 from .. import _checks
 from .._custom_types import Key
 from .._serialise import check_file_path
+from ..data._disk import DiskDataset
 from ..models import AbstractStatefulModel
+from . import _sharding
 from ._checkpoint import load_checkpoint_and_history, save_checkpoint
 from ._optim import default_optimizer
 from ._state import TrainState, init_state
@@ -118,10 +120,14 @@ def _check_data(data):
 
 
 @functools.lru_cache(maxsize=32)
-def _make_chunk(optimizer, loss_fn, filter_spec, ema_decay, batch_size, chunk, data_is_fn):
-    def one_step(state, data, total):
+def _make_chunk(
+    optimizer, loss_fn, filter_spec, ema_decay, batch_size, chunk, data_is_fn, mesh=None
+):
+    def one_step(state, data, total, batch=None):
         key, k_batch, k_loss = jr.split(state.key, 3)
-        x = _draw(data, batch_size, k_batch)
+        # A `DiskDataset`'s batch was read on the host from the same `k_batch` draw.
+        x = _draw(data, batch_size, k_batch) if batch is None else batch
+        x = _sharding.constrain_batch(x, mesh)
         params, static = eqx.partition(state.model, filter_spec)
 
         model_state = state.model_state
@@ -164,7 +170,7 @@ def _make_chunk(optimizer, loss_fn, filter_spec, ema_decay, batch_size, chunk, d
         new = jax.tree_util.tree_map(
             lambda a, b: jnp.where(active, a, b) if eqx.is_array(a) else a, new, state
         )
-        return new, loss
+        return _sharding.constrain_replicated(new, mesh), loss
 
     @eqx.filter_jit
     def run(state, data, total):
@@ -172,12 +178,14 @@ def _make_chunk(optimizer, loss_fn, filter_spec, ema_decay, batch_size, chunk, d
         # stay static, or the carry would turn them into trainable-looking arrays.
         dynamic, static = eqx.partition(state, eqx.is_array)
 
-        def body(d, _):
-            new, loss = one_step(eqx.combine(d, static), data, total)
+        def body(d, batch):
+            new, loss = one_step(eqx.combine(d, static), data, total, batch)
             return eqx.filter(new, eqx.is_array), loss
 
-        dynamic, losses = jax.lax.scan(body, dynamic, None, length=chunk)
-        return eqx.combine(dynamic, static), losses
+        # On-disk data arrives as `data`: the chunk's batches, one per step.
+        batches, data = (data, None) if data_is_fn == "disk" else (None, data)
+        dynamic, losses = jax.lax.scan(body, dynamic, batches, length=chunk)
+        return eqx.combine(dynamic, static), _sharding.constrain_replicated(losses, mesh)
 
     return run
 
@@ -203,6 +211,7 @@ def fit(
     validate_every: int | None = None,
     patience: int | None = None,
     progress: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
     key: Key,
 ) -> FitResult:
     r"""Train any module that has `loss(x, *, key)`, by one loop.
@@ -239,6 +248,19 @@ def fit(
     `model.init_state` at step 0 and is trained by `model.stateful_loss`; the state lives
     in `TrainState.model_state`, so it is checkpointed and resumed like the parameters.
 
+    **Data parallel** (`mesh`): the batch is split along the mesh's `data` axis and the
+    model, optimiser state and EMA are replicated (`equinox.filter_shard`), so XLA
+    averages the gradients across devices. The global batch is the one a single device
+    draws, so the losses are those of `mesh=None` up to the order of the batch mean's
+    summation. The mesh may span several processes (`initialize_distributed`): every
+    process calls `fit` alike, reads only its own shard of each batch, and only process
+    0 writes the checkpoint and shows progress. Checkpoints hold plain arrays: one
+    written on any mesh resumes on any other (or on none).
+
+    **Data on disk** (a `scoreflow.data.DiskDataset`: memory-mapped `.npy`, `.npz`,
+    IDX): each chunk's row indices are drawn on the host from the carry key, exactly
+    as for an in-memory array, and only those rows are read.
+
     **Other models.** `loss_fn(model, x, *, key)` replaces `model.loss` (and, for a
     stateful model, trains it without a state). A GAN trains
     with the same loop: its `loss` returns $L_D(D, \mathrm{sg}(G)) + L_G(\mathrm{sg}(D),
@@ -249,7 +271,8 @@ def fit(
         model: the module to train (a `ScoreSDE`, `DDPM`, `NCSN`, a flow, ...).
         data: `(N, *event)` array; a pytree of arrays with a common leading axis `N`,
             such as `(x, y)` with `(N, *event)` data and `(N,)` labels (the batch is
-            the same pytree); or a sampler `data(batch_size, *, key) -> batch`.
+            the same pytree); a `scoreflow.data.DiskDataset` (rows read from disk as
+            batches need them); or a sampler `data(batch_size, *, key) -> batch`.
         num_steps: total optimisation steps (counting those of a resumed state).
         batch_size: examples per step.
         optimizer: optax transformation (default `default_optimizer(1e-3)`: AdamW, global
@@ -272,6 +295,8 @@ def fit(
         validate_every: steps between validations (default: every chunk).
         patience: stop after this many validations without improvement (None: never).
         progress: show a tqdm progress bar with the loss.
+        mesh: a `jax.sharding.Mesh` with a `data` axis to train data-parallel over
+            (default: one device). `batch_size` must be divisible by its size.
         key: the run's key (ignored when resuming: the state carries its own).
 
     Returns:
@@ -292,7 +317,11 @@ def fit(
             raise ValueError("`checkpoint_every` needs a `checkpoint` file to write to.")
     if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"`ema_decay` must lie in [0, 1), got {ema_decay}.")
-    data_is_fn = callable(data) and not isinstance(data, jax.Array)
+    if mesh is not None:
+        _sharding.check_mesh(mesh, batch_size)
+        mesh = _sharding.auto(mesh)
+    on_disk = isinstance(data, DiskDataset)
+    data_is_fn = on_disk or (callable(data) and not isinstance(data, jax.Array))
     if not data_is_fn:
         data = _check_data(data)
     data, val_data = _split_validation(data, validation, data_is_fn)
@@ -326,15 +355,22 @@ def fit(
         current = template
     if not data_is_fn:
         _check_loss_accepts(loss_fn, current.model, data, batch_size, model_state is not None)
+    mode = "disk" if on_disk else data_is_fn
     run = _make_chunk(
-        optimizer, loss_fn, filter_spec, ema_decay or 0.0, batch_size, steps_per_chunk, data_is_fn
+        optimizer, loss_fn, filter_spec, ema_decay or 0.0, batch_size, steps_per_chunk, mode, mesh
     )
     total = jnp.asarray(num_steps, jnp.int32)
-    start = int(current.step)
+    main = _sharding.is_main_process()
+    if mesh is not None:
+        current, total = _sharding.replicate((current, total), mesh)
+        if not data_is_fn:
+            data = _sharding.replicate(data, mesh)
+    disk = data if isinstance(data, DiskDataset) else None
+    start = int(_sharding.to_numpy(current.step))
     every = checkpoint_every
     last_saved = start
     bar = None
-    if progress:
+    if progress and main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=num_steps, initial=min(start, num_steps), desc="fit", unit="step")
@@ -361,14 +397,19 @@ def fit(
         }
 
     try:
-        while int(current.step) < num_steps:
+        while (done := int(_sharding.to_numpy(current.step))) < num_steps:
             before = current
+            if disk is not None:
+                idx = _sharding.chunk_indices(
+                    current.key_data, disk.num_rows, batch_size, steps_per_chunk
+                )
+                data = _sharding.host_batches(disk, idx, mesh)
             current, chunk_losses = run(current, data, total)
-            n = min(steps_per_chunk, num_steps - int(before.step))
-            chunk_losses = np.asarray(chunk_losses[:n])
+            n = min(steps_per_chunk, num_steps - done)
+            chunk_losses = _sharding.to_numpy(chunk_losses)[:n]
             bad = np.flatnonzero(~np.isfinite(chunk_losses))
             if bad.size:
-                step = int(before.step) + int(bad[0]) + 1
+                step = done + int(bad[0]) + 1
                 where = (
                     ""
                     if ckpt is None
@@ -380,18 +421,18 @@ def fit(
                 )
                 raise TrainingDiverged(
                     f"Training stopped: the loss was {chunk_losses[bad[0]]} at step {step}. "
-                    f"The returned current is the last good one (step {int(before.step)}).{where} "
+                    f"The returned current is the last good one (step {done}).{where} "
                     "Lower the learning rate, clip gradients, or check the data for NaN.",
                     step=step,
                     state=before,
                 )
             losses.append(chunk_losses)
-            s = int(current.step)
+            s = int(_sharding.to_numpy(current.step))
             postfix = {"loss": f"{float(chunk_losses.mean()):.4g}"}
             if val_data is not None and (
                 s >= num_steps or s - (val_steps[-1] if val_steps else start) >= val_every
             ):
-                evaluated = current.ema_model()
+                evaluated = _sharding.local(current.ema_model())
                 v = _validation_loss(loss_fn, evaluated, val_data, batch_size)
                 val_steps.append(s)
                 val_losses.append(v)
@@ -407,12 +448,14 @@ def fit(
             if ckpt is not None and (
                 s >= num_steps or stopped_early or (every is not None and s - last_saved >= every)
             ):
-                save_checkpoint(
-                    ckpt,
-                    current,
-                    {"num_steps": num_steps, **(checkpoint_metadata or {})},
-                    history=record(),
-                )
+                if main:
+                    save_checkpoint(
+                        ckpt,
+                        _sharding.local(current),
+                        {"num_steps": num_steps, **(checkpoint_metadata or {})},
+                        history=record(),
+                    )
+                _sharding.barrier("checkpoint")
                 last_saved = s
             if stopped_early:
                 break
@@ -421,6 +464,7 @@ def fit(
             bar.close()
     full = record()
     losses = np.concatenate(losses) if losses else np.zeros((0,), np.float32)
+    current = _sharding.local(current)
     return FitResult(
         model=current.model,
         ema_model=current.ema_model(),
