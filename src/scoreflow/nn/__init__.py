@@ -1,4 +1,5 @@
-"""Architectures: time-conditioned networks for score models, flows and classifiers; energies."""
+"""Architectures: time-conditioned networks for score models, flows and classifiers; energies;
+masked and gated convolutions of PixelCNN; GAN generators and discriminators."""
 
 from ._classifier import TimeConvClassifier as TimeConvClassifier
 from ._concat_squash import ConcatSquashLinear as ConcatSquashLinear
@@ -10,5 +11,12 @@ from ._embeddings import GaussianFourierEmbedding as GaussianFourierEmbedding
 from ._embeddings import SinusoidalEmbedding as SinusoidalEmbedding
 from ._energy import EnergyMLP as EnergyMLP
 from ._labels import LabelEmbedding as LabelEmbedding
+from ._gan import DCGANDiscriminator as DCGANDiscriminator
+from ._gan import DCGANGenerator as DCGANGenerator
+from ._gan import MLPDiscriminator as MLPDiscriminator
+from ._gan import MLPGenerator as MLPGenerator
 from ._mlp import TimeMLP as TimeMLP
+from ._pixelcnn import GatedPixelCNNNetwork as GatedPixelCNNNetwork
+from ._pixelcnn import MaskedConv2d as MaskedConv2d
+from ._pixelcnn import PixelCNNNetwork as PixelCNNNetwork
 from ._unet import UNet as UNet
