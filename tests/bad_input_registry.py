@@ -1333,6 +1333,50 @@ ROWS: list[BadInput] = [
         "`base` and `bijection`",
     ),
     # ---- nn ----
+    BadInput("nn.categorical.levels", lambda: nn.Categorical(1), _V, "`num_levels`"),
+    BadInput(
+        "nn.categorical.data_range",
+        lambda: nn.Categorical(17).check_data(jnp.array([0, 17])),
+        _V,
+        "`x` must hold integer pixel levels in 0..16",
+    ),
+    BadInput(
+        "nn.categorical.data_fraction",
+        lambda: nn.Categorical(17).check_data(jnp.array([0.5])),
+        _V,
+        "`x` must hold integer pixel levels",
+    ),
+    BadInput(
+        "nn.logistic_mixture.components",
+        lambda: nn.DiscretisedLogisticMixture(17, 0),
+        _V,
+        "`num_components`",
+    ),
+    BadInput(
+        "nn.logistic_mixture.data_range",
+        lambda: nn.DiscretisedLogisticMixture(4).check_data(jnp.array([-1]), "images"),
+        _V,
+        "`images` must hold integer pixel levels in 0..3",
+    ),
+    BadInput(
+        "nn.bernoulli.non_binary",
+        lambda: nn.Bernoulli().check_data(jnp.array([0.0, 0.5])),
+        _V,
+        "`x` must be binary",
+    ),
+    BadInput(
+        "nn.gaussian.bounds",
+        lambda: nn.Gaussian(True, log_variance_bounds=(1.0, -1.0)),
+        _V,
+        "`log_variance_bounds",
+    ),
+    BadInput("nn.gaussian.variance", lambda: nn.Gaussian(variance=0.0), _V, "`variance`"),
+    BadInput(
+        "nn.gaussian.non_finite",
+        lambda: nn.Gaussian().check_data(jnp.array([jnp.nan])),
+        _V,
+        "`x` contains non-finite",
+    ),
     BadInput("nn.time_mlp.depth", lambda: nn.TimeMLP((2,), depth=0, key=key()), _V, "`depth`"),
     BadInput(
         "nn.time_mlp.embedding",

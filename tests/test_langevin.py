@@ -297,6 +297,22 @@ def test_bad_ladder(ladder):
         )
 
 
+@pytest.mark.parametrize(
+    "sigmas", [[0.3], [1.2, 1.0], [2.0, 1.0, 0.7], list(sf.models.geometric_sigmas())]
+)
+def test_ladder_sde_covers_its_ladder(sigmas):
+    # The VE marginal's sigma_T^2 = sigma_max^2 - sigma_min^2: a ladder whose levels are
+    # close (a single level: the EBM's denoising score matching) must still map to times
+    # inside [t_min, T], and back to its own noise levels.
+    from scoreflow.models._ncsn import ladder_sde
+
+    sigmas = jnp.asarray(sigmas)
+    sde = ladder_sde(sigmas)
+    times = sf.solve.ladder_times(sde, sigmas)
+    assert jnp.all((times >= sde.t_min) & (times <= sde.T))
+    assert_allclose(sde.marginal(times)[1], sigmas, rtol=1e-6)
+
+
 @pytest.mark.parametrize("mask", [jnp.array([True, False, True]), jnp.ones((3, 2), bool)])
 def test_bad_mask(mask):
     with pytest.raises(ValueError, match="`mask`"):

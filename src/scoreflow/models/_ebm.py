@@ -430,8 +430,7 @@ class EBM(AbstractUnnormalisedLikelihood, AbstractStatefulModel):
         if t.kind == "denoising":
             sigmas = jnp.asarray([t.sigma], x.dtype)
             sde = ladder_sde(sigmas)
-            # One level, inside the SDE built around it: no range to check.
-            times = sde.t_from_log_snr(-jnp.log(sigmas))
+            times = solve.ladder_times(sde, sigmas)
             model = Prediction(sde, _TimedScore(self.energy), "score")
             return losses.denoising_score_matching(
                 sde, model, x, time_sampling=losses.DiscreteTime(times), key=key

@@ -19,8 +19,15 @@ def geometric_sigmas(sigma_max: float = 10.0, sigma_min: float = 0.01, num_level
 
 
 def ladder_sde(sigmas) -> VESDE:
-    r"""A `VESDE` whose noise levels cover the ladder, so that $\sigma_i = \sigma(t_i)$."""
-    return VESDE(sigma_min=0.5 * sigmas[-1], sigma_max=1.01 * sigmas[0], t_min=1e-6)
+    r"""A `VESDE` whose noise levels cover the ladder, so that $\sigma_i = \sigma(t_i)$.
+
+    The VE marginal has $\sigma_T^2 = \sigma_{\max}^2 - \sigma_{\min}^2$, so `sigma_max`
+    is set for $\sigma_T = 1.01\,\sigma_1$: the top of the ladder is inside the SDE's
+    range however close its levels are (a single level included).
+    """
+    sigma_min = 0.5 * sigmas[-1]
+    sigma_max = jnp.sqrt((1.01 * sigmas[0]) ** 2 + sigma_min**2)
+    return VESDE(sigma_min=sigma_min, sigma_max=sigma_max, t_min=1e-6)
 
 
 class NCSN(AbstractGenerativeModel, AbstractPrediction):

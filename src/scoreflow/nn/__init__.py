@@ -10,6 +10,11 @@ from ._edm import EDMPrecond as EDMPrecond
 from ._embeddings import GaussianFourierEmbedding as GaussianFourierEmbedding
 from ._embeddings import SinusoidalEmbedding as SinusoidalEmbedding
 from ._energy import EnergyMLP as EnergyMLP
+from ._heads import AbstractPixelHead as AbstractPixelHead
+from ._heads import Bernoulli as Bernoulli
+from ._heads import Categorical as Categorical
+from ._heads import DiscretisedLogisticMixture as DiscretisedLogisticMixture
+from ._heads import Gaussian as Gaussian
 from ._labels import LabelEmbedding as LabelEmbedding
 from ._gan import DCGANDiscriminator as DCGANDiscriminator
 from ._gan import DCGANGenerator as DCGANGenerator

@@ -113,14 +113,18 @@ class CustomGrid(AbstractGrid):
 def check_range(ts, sde: AbstractSDE, name: str):
     """`ts`, checked to decrease strictly inside `[sde.t_min, sde.T]`.
 
-    Up to a few ulps of the times' dtype (a float32 grid rounds the SDE's float64 ends).
-    Concrete times raise `ValueError` at once; traced ones raise at run time.
+    Up to a few ulps of the times' dtype at the scale of `T` (a float32 grid rounds the
+    SDE's float64 ends; a time computed from a noise level, as `t_from_log_snr` does, is
+    off by rounding of the order of eps * T, which near a small `t_min` is far more than
+    an ulp of `t_min` itself). Concrete times raise `ValueError` at once; traced ones
+    raise at run time.
     """
-    tol = 4 * float(jnp.finfo(ts.dtype).eps)
+    eps = 4 * float(jnp.finfo(ts.dtype).eps)
     v, lo, hi = _checks.concrete(ts), _checks.concrete(sde.t_min), _checks.concrete(sde.T)
     if v is not None and lo is not None and hi is not None:
         lo, hi = float(lo), float(hi)
-        inside = bool(np.all(v >= lo - tol * abs(lo)) and np.all(v <= hi + tol * abs(hi)))
+        tol = eps * max(abs(lo), abs(hi))
+        inside = bool(np.all(v >= lo - tol) and np.all(v <= hi + tol))
         _checks.check(
             inside,
             name,
@@ -132,11 +136,8 @@ def check_range(ts, sde: AbstractSDE, name: str):
         )
         return ts
     lo, hi = jnp.asarray(sde.t_min, ts.dtype), jnp.asarray(sde.T, ts.dtype)
-    bad = (
-        jnp.any(ts < lo - tol * jnp.abs(lo))
-        | jnp.any(ts > hi + tol * jnp.abs(hi))
-        | jnp.any(jnp.diff(ts) >= 0)
-    )
+    tol = eps * jnp.maximum(jnp.abs(lo), jnp.abs(hi))
+    bad = jnp.any(ts < lo - tol) | jnp.any(ts > hi + tol) | jnp.any(jnp.diff(ts) >= 0)
     return eqx.error_if(
         ts, bad, f"`{name}` must lie in the SDE's range [t_min, T] and strictly decrease."
     )
