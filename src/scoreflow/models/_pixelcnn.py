@@ -143,7 +143,7 @@ class PixelCNN(AbstractDiscreteLikelihood):
                 f"`x` must hold integer pixel levels in [0, {self.num_levels}), got dtype "
                 f"{x.dtype} (PixelCNN's likelihood is a mass over the levels)."
             )
-        self.head.check_data(x, "x")
+        x = self.head.check_data(x, "x")
         y = self._labels(y, x.shape[0])
         return self.head.log_prob(self._params(x, y), x)
 
