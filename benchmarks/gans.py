@@ -152,7 +152,10 @@ def _plot(figure, datasets, variants):
 
 
 def _summary(rows):
-    print("| data | variant | runs | diverged | modes (mean ± sd) | within 3 sd | MMD² ×10³ | train s |")
+    print(
+        "| data | variant | runs | diverged | modes (mean ± sd) | within 3 sd | MMD² ×10³ "
+        "| train s |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     keys = sorted({(r["dataset"], r["variant"]) for r in rows})
     for d, v in keys:

@@ -40,7 +40,9 @@ def test_loss_kinds_and_penalties_in_closed_form():
         losses.discriminator_loss(real, fake, kind="hinge"),
         np.mean(np.maximum(0, 1 - real)) + np.mean(np.maximum(0, 1 + fake)),
     )
-    assert_allclose(losses.discriminator_loss(real, fake, kind="wasserstein"), fake.mean() - real.mean())
+    assert_allclose(
+        losses.discriminator_loss(real, fake, kind="wasserstein"), fake.mean() - real.mean()
+    )
     assert_allclose(losses.generator_loss(fake), np.mean(sp(-fake)))
     assert_allclose(losses.generator_loss(fake, kind="minimax"), -np.mean(sp(fake)))
     assert_allclose(losses.generator_loss(fake, kind="hinge"), -fake.mean())
@@ -88,7 +90,9 @@ def test_alternating_fit_resumes_exactly_with_the_spectral_norm_state(tmp_path):
     assert start is not None and state.model_state is not None
     moved = [
         not np.array_equal(np.asarray(a), np.asarray(b))
-        for a, b in zip(jax.tree_util.tree_leaves(state.model_state), jax.tree_util.tree_leaves(start))
+        for a, b in zip(
+            jax.tree_util.tree_leaves(state.model_state), jax.tree_util.tree_leaves(start)
+        )
     ]
     assert any(moved)
     assert state.ema is not None and state.ema.discriminator is None
@@ -98,7 +102,9 @@ def test_alternating_fit_resumes_exactly_with_the_spectral_norm_state(tmp_path):
     path = tmp_path / "gan.eqx"
     _fit(10, checkpoint=path)
     resumed = _fit(15, checkpoint=path)
-    for a, b in zip(jax.tree_util.tree_leaves(resumed.state), jax.tree_util.tree_leaves(full.state)):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(resumed.state), jax.tree_util.tree_leaves(full.state)
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     np.testing.assert_array_equal(resumed.losses, full.losses[10:])
     loaded = sf.load(path)
@@ -127,7 +133,9 @@ def test_divergence_stops_the_alternating_mode():
         _fit(10, optimizer=optax.sgd(jnp.inf))
 
 
-@pytest.mark.parametrize("loss, extra", [("hinge", {}), ("wasserstein", {"gradient_penalty": 10.0})])
+@pytest.mark.parametrize(
+    "loss, extra", [("hinge", {}), ("wasserstein", {"gradient_penalty": 10.0})]
+)
 def test_every_loss_trains_and_samples(loss, extra):
     res = _fit(5, model=_gan(loss=loss, n_critic=2, **extra))
     assert np.all(np.isfinite(res.losses))

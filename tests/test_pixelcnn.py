@@ -96,9 +96,7 @@ def test_network_is_autoregressive_and_the_gated_one_has_no_blind_spot(architect
 
 
 def test_uniform_head_gives_log_levels_bits_and_mass_is_the_sum_of_conditionals():
-    model = models.PixelCNN(
-        (1, 4, 4), head=nn.Categorical(5), width=4, depth=1, key=jr.key(3)
-    )
+    model = models.PixelCNN((1, 4, 4), head=nn.Categorical(5), width=4, depth=1, key=jr.key(3))
     # A zero output layer: every conditional is uniform over 5 levels.
     out = model.network.head.out.conv
     zero = eqx.tree_at(
@@ -166,9 +164,7 @@ def test_bits_per_dim_of_the_digits_are_exact_and_labelled_so():
     # with no dequantisation noise (so no key changes it).
     model = models.PixelCNN((1, 8, 8), width=4, depth=1, key=jr.key(10))
     raw = sf.data.digits_raw("test")[:20]
-    report = sf.evaluation.evaluate_digits(
-        model, num_samples=40, num_test=20, key=jr.key(11)
-    )
+    report = sf.evaluation.evaluate_digits(model, num_samples=40, num_test=20, key=jr.key(11))
     want = -np.asarray(model.log_prob(raw)) / (64 * np.log(2.0))
     assert_allclose(report.bits_per_dim, want.mean(), rtol=1e-9)
     assert report.likelihood == "exact (discrete)"

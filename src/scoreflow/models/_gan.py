@@ -129,7 +129,7 @@ class GAN(AbstractAdversarialModel, AbstractStatefulModel):
     def sample(
         self, sample_shape: int | tuple[int, ...] = (), *, dtype=None, key: Key
     ) -> Float[Array, "..."]:
-        """`(*sample_shape, *event_shape)` samples $G(z)$, $z \\sim N(0, I)$."""
+        r"""`(*sample_shape, *event_shape)` samples $G(z)$, $z \sim N(0, I)$."""
         dtype = _checks.float_dtype(dtype)
         shape, n = self._flat_shape(sample_shape)
         _checks.key(key)

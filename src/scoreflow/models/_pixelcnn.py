@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float, Int, Shaped
 
 from .. import _checks
 from .._custom_types import Key, Scalar
@@ -86,7 +86,9 @@ class PixelCNN(AbstractDiscreteLikelihood):
         key: Key,
     ):
         if architecture not in ARCHITECTURES:
-            raise ValueError(f"`architecture` must be one of {ARCHITECTURES}, got {architecture!r}.")
+            raise ValueError(
+                f"`architecture` must be one of {ARCHITECTURES}, got {architecture!r}."
+            )
         head = Categorical(17) if head is None else head
         self.num_levels = _levels_of(head)
         cls = GatedPixelCNNNetwork if architecture == "gated" else PixelCNNNetwork
@@ -125,7 +127,9 @@ class PixelCNN(AbstractDiscreteLikelihood):
             raise ValueError(f"`y` must be one label or ({n},) labels, got shape {y.shape}.")
         yc = _checks.concrete(y)
         if yc is not None and yc.size and not (0 <= yc.min() and yc.max() < self.num_classes):
-            raise ValueError(f"`y` must lie in [0, {self.num_classes}), got {yc.min()}..{yc.max()}.")
+            raise ValueError(
+                f"`y` must lie in [0, {self.num_classes}), got {yc.min()}..{yc.max()}."
+            )
         return y
 
     def _params(self, x, y):
@@ -134,8 +138,8 @@ class PixelCNN(AbstractDiscreteLikelihood):
         return jax.vmap(self.network)(x, y)
 
     def conditionals(
-        self, x: Int[Array, "batch c h w"], *, y: Int[Array, " batch"] | int | None = None
-    ) -> Float[Array, "batch c h w"]:
+        self, x: Shaped[Array, "batch ..."], *, y: Int[Array, " batch"] | int | None = None
+    ) -> Float[Array, "batch ..."]:
         r"""$\log p(x_i \mid x_{<i})$ at every position, `(batch, *event_shape)` (nats)."""
         check_event(x, self.event_shape)
         if not jnp.issubdtype(x.dtype, jnp.integer):
@@ -149,7 +153,7 @@ class PixelCNN(AbstractDiscreteLikelihood):
 
     def log_prob(
         self,
-        x: Int[Array, "batch c h w"],
+        x: Shaped[Array, "batch ..."],
         *,
         y: Int[Array, " batch"] | int | None = None,
         key: Key | None = None,
@@ -166,7 +170,9 @@ class PixelCNN(AbstractDiscreteLikelihood):
             images, y = x, None
         else:
             if not (isinstance(x, tuple) and len(x) == 2):
-                raise ValueError("`x` must be the pair (images, labels) for a conditional PixelCNN.")
+                raise ValueError(
+                    "`x` must be the pair (images, labels) for a conditional PixelCNN."
+                )
             images, y = x
         return -jnp.mean(self.log_prob(images, y=y)) / self.num_dims
 

@@ -250,11 +250,17 @@ class DCGANDiscriminator(eqx.Module):
         c, h, w = _check_image(event_shape)
         k = jr.split(key, 6)
         layers = (
-            _maybe_sn(eqx.nn.Conv2d(c, width, 4, stride=2, padding=1, key=k[0]), spectral_norm, k[1]),
             _maybe_sn(
-                eqx.nn.Conv2d(width, 2 * width, 4, stride=2, padding=1, key=k[2]), spectral_norm, k[3]
+                eqx.nn.Conv2d(c, width, 4, stride=2, padding=1, key=k[0]), spectral_norm, k[1]
             ),
-            _maybe_sn(eqx.nn.Linear(2 * width * (h // 4) * (w // 4), 1, key=k[4]), spectral_norm, k[5]),
+            _maybe_sn(
+                eqx.nn.Conv2d(width, 2 * width, 4, stride=2, padding=1, key=k[2]),
+                spectral_norm,
+                k[3],
+            ),
+            _maybe_sn(
+                eqx.nn.Linear(2 * width * (h // 4) * (w // 4), 1, key=k[4]), spectral_norm, k[5]
+            ),
         )
         self.layers = _named(layers, "DCGANDiscriminator.layers")
         self.event_shape = (c, h, w)

@@ -32,11 +32,11 @@ def causal_mask(
     mask_type: str,
     num_groups: int = 1,
 ) -> np.ndarray:
-    """The `(out, in, kh, kw)` mask of a raster-order masked convolution.
+    r"""The `(out, in, kh, kw)` mask of a raster-order masked convolution.
 
     Taps below the centre row, and right of the centre in the centre row, are zero. At
     the centre an output of group $g$ sees inputs of groups $< g$ (type A, the first
-    layer: a pixel never sees itself) or $\\le g$ (type B, later layers).
+    layer: a pixel never sees itself) or $\le g$ (type B, later layers).
     """
     kh, kw = kernel_size
     ch, cw = kh // 2, kw // 2
@@ -289,9 +289,7 @@ class GatedPixelCNNNetwork(eqx.Module):
         self.num_levels = num_levels
         self.num_classes = num_classes
 
-    def __call__(
-        self, x: Array, y: Int[Array, ""] | int | None = None
-    ) -> Float[Array, "c h w p"]:
+    def __call__(self, x: Array, y: Int[Array, ""] | int | None = None) -> Float[Array, "c h w p"]:
         if x.shape != self.event_shape:
             raise ValueError(f"`x` must have shape {self.event_shape}, got {x.shape}.")
         dtype = self.head.out.conv.weight.dtype
@@ -361,9 +359,7 @@ class PixelCNNNetwork(eqx.Module):
         _checks.key(key)
         c = shape[0]
         keys = jr.split(key, 2 * depth + 2)
-        self.first = MaskedConv2d(
-            c, width, kernel_size, mask_type="A", num_groups=c, key=keys[0]
-        )
+        self.first = MaskedConv2d(c, width, kernel_size, mask_type="A", num_groups=c, key=keys[0])
         self.blocks = tuple(
             _PlainBlock(
                 MaskedConv2d(
@@ -378,9 +374,7 @@ class PixelCNNNetwork(eqx.Module):
         self.num_levels = num_levels
         self.num_classes = num_classes
 
-    def __call__(
-        self, x: Array, y: Int[Array, ""] | int | None = None
-    ) -> Float[Array, "c h w p"]:
+    def __call__(self, x: Array, y: Int[Array, ""] | int | None = None) -> Float[Array, "c h w p"]:
         if x.shape != self.event_shape:
             raise ValueError(f"`x` must have shape {self.event_shape}, got {x.shape}.")
         dtype = self.head.out.conv.weight.dtype

@@ -16,7 +16,7 @@ from .._serialise import check_file_path
 from ..models import AbstractAdversarialModel, AbstractStatefulModel
 from ._checkpoint import load_checkpoint_and_history, save_checkpoint
 from ._optim import default_optimizer
-from ._state import TrainState, init_state, players
+from ._state import TrainState, init_state, is_player_pair, players
 
 
 class TrainingDiverged(FloatingPointError):
@@ -170,9 +170,7 @@ def _adversarial_step(optimizers, filter_spec, ema_decay, batch_size):
             m = eqx.combine(d_params, p, static)
             return m.generator_loss(x, model_state, key=k_gen)
 
-        (g_loss, model_state), grads = eqx.filter_value_and_grad(objective, has_aux=True)(
-            g_params
-        )
+        (g_loss, model_state), grads = eqx.filter_value_and_grad(objective, has_aux=True)(g_params)
         with jax.numpy_dtype_promotion("standard"):
             updates, g_opt_state = gen_opt.update(grads, g_opt_state, g_params)
         g_params = eqx.apply_updates(g_params, updates)
@@ -194,7 +192,7 @@ def _adversarial_step(optimizers, filter_spec, ema_decay, batch_size):
 
 @functools.lru_cache(maxsize=32)
 def _make_chunk(optimizer, loss_fn, filter_spec, ema_decay, batch_size, chunk, data_is_fn):
-    adversarial = isinstance(optimizer, tuple)
+    adversarial = is_player_pair(optimizer)
     step_fn = (
         _adversarial_step(optimizer, filter_spec, ema_decay, batch_size) if adversarial else None
     )

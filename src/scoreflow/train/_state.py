@@ -44,6 +44,18 @@ class TrainState(eqx.Module):
         return eqx.combine(self.ema, self.model)
 
 
+def is_player_pair(optimizer) -> bool:
+    """Whether `optimizer` is the alternating mode's pair `(disc, gen)` of transformations.
+
+    (An optax transformation is itself a named pair of functions: test the members.)
+    """
+    return (
+        isinstance(optimizer, tuple)
+        and len(optimizer) == 2
+        and all(isinstance(o, optax.GradientTransformation) for o in optimizer)
+    )
+
+
 def players(model: AbstractAdversarialModel, params: PyTree) -> tuple[PyTree, PyTree]:
     """`params` split into the discriminator's and the generator's (`None` elsewhere)."""
     return eqx.partition(params, model.player_filter())
@@ -78,12 +90,12 @@ def init_state(
     """
     params = eqx.filter(model, filter_spec)
     averaged = params
-    if isinstance(model, AbstractAdversarialModel) and isinstance(optimizer, tuple):
+    if isinstance(model, AbstractAdversarialModel) and is_player_pair(optimizer):
         disc, gen = players(model, params)
         opt_state = (optimizer[0].init(disc), optimizer[1].init(gen))
         averaged = gen
     else:
-        assert not isinstance(optimizer, tuple)
+        assert isinstance(optimizer, optax.GradientTransformation)
         opt_state = optimizer.init(params)
     return TrainState(
         model=model,
