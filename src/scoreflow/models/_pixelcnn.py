@@ -75,7 +75,7 @@ class PixelCNN(AbstractDiscreteLikelihood):
 
     def __init__(
         self,
-        event_shape: tuple[int, int, int],
+        event_shape: tuple[int, ...],
         *,
         head: AbstractPixelHead | None = None,
         architecture: str = "gated",

@@ -196,7 +196,7 @@ class DCGANGenerator(eqx.Module):
     def __init__(
         self,
         latent_dim: int,
-        event_shape: tuple[int, int, int],
+        event_shape: tuple[int, ...],
         *,
         width: int = 32,
         key: PRNGKeyArray,
@@ -239,7 +239,7 @@ class DCGANDiscriminator(eqx.Module):
 
     def __init__(
         self,
-        event_shape: tuple[int, int, int],
+        event_shape: tuple[int, ...],
         *,
         width: int = 32,
         spectral_norm: bool = False,

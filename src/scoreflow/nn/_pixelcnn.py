@@ -260,7 +260,7 @@ class GatedPixelCNNNetwork(eqx.Module):
 
     def __init__(
         self,
-        event_shape: tuple[int, int, int],
+        event_shape: tuple[int, ...],
         num_params: int,
         *,
         num_levels: int,
@@ -341,7 +341,7 @@ class PixelCNNNetwork(eqx.Module):
 
     def __init__(
         self,
-        event_shape: tuple[int, int, int],
+        event_shape: tuple[int, ...],
         num_params: int,
         *,
         num_levels: int,
