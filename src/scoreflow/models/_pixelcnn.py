@@ -147,7 +147,16 @@ class PixelCNN(AbstractDiscreteLikelihood):
                 f"`x` must hold integer pixel levels in [0, {self.num_levels}), got dtype "
                 f"{x.dtype} (PixelCNN's likelihood is a mass over the levels)."
             )
-        x = self.head.check_data(x, "x")
+        value = _checks.concrete(x)
+        if value is None:
+            x = self.head.check_data(x, "x")  # traced: checked at run time
+        elif value.size and (value.min() < 0 or value.max() >= self.num_levels):
+            # Checked here in NumPy: concrete data can reach this inside a trace (a batch
+            # closed over by a jitted loss), where jnp on it would be traced.
+            raise ValueError(
+                f"`x` must hold integer pixel levels in 0..{self.num_levels - 1}, got "
+                f"{value.min()}..{value.max()}."
+            )
         y = self._labels(y, x.shape[0])
         return self.head.log_prob(self._params(x, y), x)
 
