@@ -385,15 +385,16 @@ def fit(
         if val_data is None:
             raise ValueError("`patience` needs `validation` data to watch.")
     adversarial = isinstance(model, AbstractAdversarialModel) and loss_fn is None
+    tx: optax.GradientTransformation | tuple[optax.GradientTransformation, ...]
     if adversarial:
-        optimizer = _player_optimizers(optimizer)
+        tx = _player_optimizers(optimizer)
     elif isinstance(optimizer, dict):
         raise ValueError(
             "`optimizer` as a dict of players is for an adversarial model (a GAN) trained "
             "by its own losses; pass one optax transformation."
         )
     else:
-        optimizer = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
+        tx = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
     loss_fn = _default_loss if loss_fn is None else loss_fn
     model_state = None
     if isinstance(model, AbstractStatefulModel) and loss_fn is _default_loss:
@@ -401,7 +402,7 @@ def fit(
         model_state = model.init_state(key=jr.fold_in(key, 1))
     template = init_state(
         model,
-        optimizer,
+        tx,  # pyright: ignore[reportArgumentType]
         ema=ema_decay is not None,
         filter_spec=filter_spec,
         model_state=model_state,
@@ -418,7 +419,7 @@ def fit(
     if not data_is_fn:
         _check_loss_accepts(loss_fn, current.model, data, batch_size, model_state is not None)
     run = _make_chunk(
-        optimizer, loss_fn, filter_spec, ema_decay or 0.0, batch_size, steps_per_chunk, data_is_fn
+        tx, loss_fn, filter_spec, ema_decay or 0.0, batch_size, steps_per_chunk, data_is_fn
     )
     total = jnp.asarray(num_steps, jnp.int32)
     start = int(current.step)
@@ -523,7 +524,7 @@ def fit(
     )
 
 
-def _player_optimizers(optimizer) -> tuple:
+def _player_optimizers(optimizer) -> tuple[optax.GradientTransformation, ...]:
     # The alternating mode's pair (disc, gen): a dict of both, one transformation for
     # both (each player keeps its own state), or the default.
     if optimizer is None:

@@ -1,3 +1,5 @@
+import typing
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -92,7 +94,8 @@ def init_state(
     averaged = params
     if isinstance(model, AbstractAdversarialModel) and is_player_pair(optimizer):
         disc, gen = players(model, params)
-        opt_state = (optimizer[0].init(disc), optimizer[1].init(gen))
+        disc_tx, gen_tx = typing.cast(tuple[optax.GradientTransformation, ...], optimizer)
+        opt_state = (disc_tx.init(disc), gen_tx.init(gen))
         averaged = gen
     else:
         assert isinstance(optimizer, optax.GradientTransformation)
