@@ -174,7 +174,7 @@ def pixel_data(key, n=64):
 def _pixelcnn(key):
     # A tiny gated PixelCNN: 3^9 = 19683 events, few enough to sum its mass over all.
     return models.PixelCNN(
-        (1, 3, 3), head=nn.Categorical(3), width=4, depth=2, kernel_size=3, key=key
+        (1, 3, 3), head=nn.Categorical(3), width=4, depth=1, kernel_size=3, key=key
     )
 
 
