@@ -15,6 +15,7 @@ import dataclasses
 import math
 import time
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -109,9 +110,10 @@ DISCRETE_LABEL = "exact (discrete)"
 
 def _discrete_bpd(model, raw, options, batch_size):
     # -log2 P(x) / D of the integer images: the mass itself, nothing dequantised.
+    log_prob = eqx.filter_jit(lambda m, x: m.log_prob(x, **options))
     vals = []
     for i in range(0, raw.shape[0], batch_size):
-        lp = model.log_prob(raw[i : i + batch_size], **options)
+        lp = log_prob(model, raw[i : i + batch_size])
         vals.append(-np.asarray(lp, np.float64) / (math.prod(_EVENT) * math.log(2)))
     v = np.concatenate(vals)
     if not np.all(np.isfinite(v)):
