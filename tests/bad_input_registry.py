@@ -1966,3 +1966,215 @@ ROWS += [
         "`process_id` must lie in",
     ),
 ]
+
+
+# PixelCNN, GANs (issue 15).
+
+
+@functools.cache
+def tiny_pixelcnn():
+    return models.PixelCNN((1, 4, 4), head=nn.Categorical(17), width=2, depth=1, key=key())
+
+
+@functools.cache
+def tiny_gan():
+    gen = nn.MLPGenerator(2, (2,), width=4, depth=1, key=key())
+    disc = nn.MLPDiscriminator((2,), width=4, depth=1, key=key())
+    return models.GAN(gen, disc, event_shape=(2,), latent_dim=2)
+
+
+def _gan_with(**kw):
+    gen = nn.MLPGenerator(2, (2,), width=4, depth=1, key=key())
+    disc = nn.MLPDiscriminator((2,), width=4, depth=1, key=key())
+    return models.GAN(gen, disc, **{"event_shape": (2,), "latent_dim": 2, **kw})
+
+
+ROWS += [
+    BadInput(
+        "nn.masked_conv.mask_type",
+        lambda: nn.MaskedConv2d(1, 2, 3, mask_type="C", key=key()),
+        _V,
+        "`mask_type`",
+    ),
+    BadInput(
+        "nn.masked_conv.even_kernel",
+        lambda: nn.MaskedConv2d(1, 2, 4, mask_type="A", key=key()),
+        _V,
+        "`kernel_size`",
+    ),
+    BadInput(
+        "nn.masked_conv.groups",
+        lambda: nn.MaskedConv2d(3, 4, 3, mask_type="B", num_groups=3, key=key()),
+        _V,
+        "`out_channels`",
+    ),
+    BadInput(
+        "nn.pixelcnn_network.event_shape",
+        lambda: nn.PixelCNNNetwork((8, 8), 17, num_levels=17, key=key()),
+        _V,
+        "`event_shape`",
+    ),
+    BadInput(
+        "nn.gated_pixelcnn_network.width",
+        lambda: nn.GatedPixelCNNNetwork((3, 4, 4), 17, num_levels=17, width=4, key=key()),
+        _V,
+        "`width`",
+    ),
+    BadInput(
+        "nn.gated_pixelcnn_network.kernel_size",
+        lambda: nn.GatedPixelCNNNetwork((1, 4, 4), 17, num_levels=17, kernel_size=2, key=key()),
+        _V,
+        "`kernel_size`",
+    ),
+    BadInput(
+        "nn.dcgan_generator.event_shape",
+        lambda: nn.DCGANGenerator(8, (1, 6, 6), key=key()),
+        _V,
+        "`event_shape`",
+    ),
+    BadInput(
+        "nn.dcgan_discriminator.event_shape",
+        lambda: nn.DCGANDiscriminator((1, 8, 10), key=key()),
+        _V,
+        "`event_shape`",
+    ),
+    BadInput(
+        "nn.mlp_generator.latent_dim",
+        lambda: nn.MLPGenerator(0, (2,), key=key()),
+        _V,
+        "`latent_dim`",
+    ),
+    BadInput(
+        "nn.mlp_discriminator.width",
+        lambda: nn.MLPDiscriminator((2,), width=0, key=key()),
+        _V,
+        "`width`",
+    ),
+    BadInput(
+        "models.pixelcnn.event_shape",
+        lambda: models.PixelCNN((16,), key=key()),
+        _V,
+        "`event_shape`",
+    ),
+    BadInput(
+        "models.pixelcnn.architecture",
+        lambda: models.PixelCNN((1, 4, 4), architecture="lstm", key=key()),
+        _V,
+        "`architecture`",
+    ),
+    BadInput(
+        "models.pixelcnn.continuous_head",
+        lambda: models.PixelCNN((1, 4, 4), head=nn.Gaussian(False), key=key()),
+        _V,
+        "`head`",
+    ),
+    BadInput(
+        "models.pixelcnn.levels_out_of_range",
+        lambda: tiny_pixelcnn().log_prob(jnp.full((1, 1, 4, 4), 17)),
+        _V,
+        "`x`",
+    ),
+    BadInput(
+        "models.pixelcnn.negative_level",
+        lambda: tiny_pixelcnn().log_prob(jnp.full((1, 1, 4, 4), -1)),
+        _V,
+        "`x`",
+    ),
+    BadInput(
+        "models.pixelcnn.float_pixels",
+        lambda: tiny_pixelcnn().log_prob(jnp.zeros((1, 1, 4, 4))),
+        _V,
+        "`x`",
+    ),
+    BadInput(
+        "models.pixelcnn.x_shape",
+        lambda: tiny_pixelcnn().log_prob(jnp.zeros((1, 4, 4), jnp.int32)),
+        _V,
+        "`x`",
+    ),
+    BadInput(
+        "models.pixelcnn.label_unconditional",
+        lambda: tiny_pixelcnn().sample(2, y=1, key=key()),
+        _V,
+        "`y`",
+    ),
+    BadInput(
+        "models.pixelcnn.sample_shape",
+        lambda: tiny_pixelcnn().sample(-1, key=key()),
+        _V,
+        "`sample_shape`",
+    ),
+    BadInput("models.gan.n_critic", lambda: _gan_with(n_critic=0), _V, "`n_critic`"),
+    BadInput("models.gan.n_critic_negative", lambda: _gan_with(n_critic=-2), _V, "`n_critic`"),
+    BadInput("models.gan.loss", lambda: _gan_with(loss="lsgan"), _V, "`loss`"),
+    BadInput("models.gan.r1", lambda: _gan_with(r1=-1.0), _V, "`r1`"),
+    BadInput(
+        "models.gan.gradient_penalty",
+        lambda: _gan_with(gradient_penalty=float("nan")),
+        _V,
+        "`gradient_penalty`",
+    ),
+    BadInput("models.gan.event_shape", lambda: _gan_with(event_shape=(3,)), _V, "`generator`"),
+    BadInput(
+        "models.gan.x_shape",
+        lambda: tiny_gan().discriminator_loss(jnp.zeros((4, 3)), None, key=key()),
+        _V,
+        "`x`",
+    ),
+    BadInput(
+        "models.gan.sample_float16",
+        lambda: tiny_gan().sample(2, dtype=jnp.float16, key=key()),
+        _V,
+        "`dtype` must be one of",
+    ),
+    BadInput(
+        "losses.discriminator_loss.kind",
+        lambda: losses.discriminator_loss(jnp.zeros(2), jnp.zeros(2), kind="lsgan"),
+        _V,
+        "`kind`",
+    ),
+    BadInput(
+        "losses.discriminator_loss.real_shape",
+        lambda: losses.discriminator_loss(jnp.zeros((2, 1)), jnp.zeros(2)),
+        _V,
+        "`real`",
+    ),
+    BadInput(
+        "losses.generator_loss.kind",
+        lambda: losses.generator_loss(jnp.zeros(2), kind="lsgan"),
+        _V,
+        "`kind`",
+    ),
+    BadInput(
+        "losses.gradient_penalty.shapes",
+        lambda: losses.gradient_penalty(jnp.sum, jnp.zeros((2, 2)), jnp.zeros((3, 2)), key=key()),
+        _V,
+        "`fake`",
+    ),
+    BadInput(
+        "train.fit.player_optimizers",
+        lambda: sf.train.fit(
+            tiny_gan(),
+            jnp.zeros((4, 2)),
+            num_steps=1,
+            optimizer={"critic": None},
+            progress=False,
+            key=key(),
+        ),
+        _V,
+        "`optimizer`",
+    ),
+    BadInput(
+        "train.fit.player_optimizers_plain_model",
+        lambda: sf.train.fit(
+            score_sde(),
+            jnp.zeros((4, 2)),
+            num_steps=1,
+            optimizer={"disc": None, "gen": None},
+            progress=False,
+            key=key(),
+        ),
+        _V,
+        "`optimizer`",
+    ),
+]

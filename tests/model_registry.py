@@ -5,8 +5,9 @@ while a model of `scoreflow.models` has none). A case builds a small instance wh
 density is not trivial (random, non-zero output layers), a training batch, and the
 cheapest sampler settings; `tests/test_models.py` then checks the model contract: loss
 finite and differentiable, a few steps of `scoreflow.train.fit` lower it, sample shape /
-dtype / finiteness, an exact `log_prob` integrates to one by quadrature, jit and vmap
-agree with eager, save -> load is bit-exact, no recompilation when only values change.
+dtype / finiteness, an exact `log_prob` integrates to one by quadrature (a discrete one
+sums to one over every event of its tiny image), jit and vmap agree with eager, save ->
+load is bit-exact, no recompilation when only values change.
 """
 
 import dataclasses
@@ -50,6 +51,9 @@ class ModelCase:
             schedule, a noise ladder, a fixed standardisation).
         data: `(key, n) -> batch`, the model's training batch (`(x, y)` for a
             conditional model).
+        objective: `(model, batch, key) -> scalar` that a few training steps must lower
+            (default `model.loss`; a GAN's loss is a game, not an objective, and its
+            case lowers the discriminator's loss with the generator fixed).
     """
 
     build: Callable
@@ -59,6 +63,7 @@ class ModelCase:
     lr: float = 1e-2
     frozen: Callable = lambda model: None
     data: Callable = data
+    objective: Callable | None = None
 
 
 def _randomise_last(net, key, scale=0.3):
@@ -161,6 +166,30 @@ def _gmm(key):
     return models.GMM(weights, means, covariances, covariance_type="full")
 
 
+def pixel_data(key, n=64):
+    """Integer images `(n, 1, 3, 3)` of 3 levels, with more mass on level 0."""
+    return jnp.minimum(jr.randint(key, (n, 1, 3, 3), 0, 4), 2)
+
+
+def _pixelcnn(key):
+    # A tiny gated PixelCNN: 3^9 = 19683 events, few enough to sum its mass over all.
+    return models.PixelCNN(
+        (1, 3, 3), head=nn.Categorical(3), width=4, depth=1, kernel_size=3, key=key
+    )
+
+
+def _gan(key):
+    # An MLP GAN on the ring with a spectrally normalised discriminator (it has a state).
+    k1, k2 = jr.split(key)
+    generator = nn.MLPGenerator(2, (2,), width=16, depth=1, key=k1)
+    discriminator = nn.MLPDiscriminator((2,), width=16, depth=1, spectral_norm=True, key=k2)
+    return models.GAN(generator, discriminator, event_shape=(2,), latent_dim=2, r1=0.1)
+
+
+def _discriminator_objective(model, x, key):
+    return model.discriminator_loss(x, model.init_state(), key=key)[0]
+
+
 MODELS: dict[str, ModelCase] = {
     "score_sde": ModelCase(
         _score_sde,
@@ -199,6 +228,8 @@ MODELS: dict[str, ModelCase] = {
     "ebm": ModelCase(_ebm, sample_options=dict(num_steps=5, step_size=1e-2)),
     "ffjord": ModelCase(_ffjord, frozen=lambda m: m.flow.bijection.bijections[1]),
     "gmm": ModelCase(_gmm),
+    "pixelcnn": ModelCase(_pixelcnn, data=pixel_data),
+    "gan": ModelCase(_gan, objective=_discriminator_objective),
 }
 
 

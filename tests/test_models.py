@@ -42,8 +42,10 @@ def test_likelihood_capability_is_declared_by_type():
         "ddpm": (True, True),
         "ebm": (False, False),
         "ffjord": (True, False),
+        "gan": (False, False),
         "gmm": (True, False),
         "ncsn": (False, False),
+        "pixelcnn": (True, False),
         "realnvp": (True, False),
         "score_sde": (True, False),
     }
@@ -63,11 +65,12 @@ def test_loss_gradient_and_training_steps(name):
     x = case.data(jr.key(2))
     key = jr.key(3)
     traces = []
+    objective = case.objective or (lambda m, x, k: m.loss(x, key=k))
 
     @eqx.filter_jit
     def value_and_grad(m, x, k):
         traces.append(None)
-        return eqx.filter_value_and_grad(lambda m: m.loss(x, key=k))(m)
+        return eqx.filter_value_and_grad(lambda m: objective(m, x, k))(m)
 
     loss = lambda m, x, k: value_and_grad(m, x, k)[0]
     value, grads = value_and_grad(model, x, key)
@@ -76,15 +79,15 @@ def test_loss_gradient_and_training_steps(name):
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
     assert any(float(jnp.max(jnp.abs(g))) > 0 for g in leaves)
     # jit agrees with eager, and vmap over keys with a loop.
-    assert_allclose(value, model.loss(x, key=key), rtol=1e-10)
+    assert_allclose(value, objective(model, x, key), rtol=1e-10)
     keys = jr.split(key, 3)
-    batched = eqx.filter_jit(eqx.filter_vmap(lambda k: model.loss(x, key=k)))(keys)
+    batched = eqx.filter_jit(eqx.filter_vmap(lambda k: objective(model, x, k)))(keys)
     assert_allclose(batched, [loss(model, x, k) for k in keys], rtol=1e-9)
     # No recompilation when only values change: another model, another batch.
     loss(case.build(jr.key(4)), case.data(jr.key(5)), jr.key(6))
     assert len(traces) == 1
     # A few steps of the one training loop lower the loss of a fixed batch and key.
-    fixed = lambda m, _, *, key: m.loss(x, key=jr.key(7))
+    fixed = lambda m, _, *, key: objective(m, x, jr.key(7))
     res = train.fit(
         model,
         x,
@@ -115,7 +118,12 @@ def test_sample_shape_rule(name):
         return m.sample((2, 3), key=k, **case.sample_options)
 
     s = draw(model, jr.key(2))
-    assert s.shape == (2, 3, *model.event_shape) and s.dtype == jnp.float64
+    # A discrete model samples its integer levels.
+    discrete = isinstance(model, models.AbstractDiscreteLikelihood)
+    assert s.shape == (2, 3, *model.event_shape)
+    assert s.dtype == (jnp.int32 if discrete else jnp.float64)
+    if discrete:
+        assert int(s.min()) >= 0 and int(s.max()) < model.num_levels
     assert bool(jnp.all(jnp.isfinite(s)))
     draw(model, jr.key(3))
     assert len(traces) == 1
@@ -156,8 +164,18 @@ SLOW_DENSITIES = ("score_sde", "conditional_score_sde")
 )
 def test_exact_log_prob_integrates_to_one(name):
     # On a 2-d grid: the model's density sums to one (what every exact likelihood owes).
+    # A discrete model's mass sums to one over every event of its tiny image.
     case = MODELS[name]
     model = case.build(jr.key(1))
+    if isinstance(model, models.AbstractDiscreteLikelihood):
+        d, levels = int(np.prod(model.event_shape)), model.num_levels
+        assert levels**d <= 50_000, "enumeration needs a tiny event"
+        codes = np.arange(levels**d)
+        digits = (codes[:, None] // levels ** np.arange(d)[None, ::-1]) % levels
+        events = jnp.asarray(digits.reshape(-1, *model.event_shape), jnp.int32)
+        lp = eqx.filter_jit(lambda m, x: m.log_prob(x, **case.log_prob_options))(model, events)
+        assert_allclose(float(jax.scipy.special.logsumexp(lp)), 0.0, atol=1e-9)
+        return
     lo, hi, n = case.quadrature
     g = np.linspace(lo, hi, n)
     grid = jnp.asarray(np.stack(np.meshgrid(g, g), -1).reshape(-1, 2))

@@ -1,5 +1,10 @@
-"""Pure losses: score matching, noisy classifiers, contrastive divergence, NCE."""
+"""Pure losses: score matching, noisy classifiers, contrastive divergence, NCE, GANs."""
 
+from ._adversarial import ADVERSARIAL_LOSSES as ADVERSARIAL_LOSSES
+from ._adversarial import discriminator_loss as discriminator_loss
+from ._adversarial import generator_loss as generator_loss
+from ._adversarial import gradient_penalty as gradient_penalty
+from ._adversarial import r1_penalty as r1_penalty
 from ._classifier import noisy_classifier_loss as noisy_classifier_loss
 from ._contrastive import contrastive_divergence as contrastive_divergence
 from ._contrastive import noise_contrastive_estimation as noise_contrastive_estimation

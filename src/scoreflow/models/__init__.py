@@ -1,6 +1,8 @@
 """The model zoo on one contract (`AbstractGenerativeModel`, see `_base.py`)."""
 
 from ._base import METHODS as METHODS
+from ._base import AbstractAdversarialModel as AbstractAdversarialModel
+from ._base import AbstractDiscreteLikelihood as AbstractDiscreteLikelihood
 from ._base import AbstractExactLikelihood as AbstractExactLikelihood
 from ._base import AbstractGenerativeModel as AbstractGenerativeModel
 from ._base import AbstractLikelihoodBound as AbstractLikelihoodBound
@@ -18,11 +20,13 @@ from ._ebm import EnergyScoreMatching as EnergyScoreMatching
 from ._ebm import NoiseContrastive as NoiseContrastive
 from ._ebm import gaussian_noise as gaussian_noise
 from ._ffjord import FFJORD as FFJORD
+from ._gan import GAN as GAN
 from ._gmm import GMM as GMM
 from ._gmm import EMResult as EMResult
 from ._gmm import fit_gmm as fit_gmm
 from ._ncsn import NCSN as NCSN
 from ._ncsn import geometric_sigmas as geometric_sigmas
 from ._ncsn import ladder_sde as ladder_sde
+from ._pixelcnn import PixelCNN as PixelCNN
 from ._realnvp import RealNVP as RealNVP
 from ._score_sde import ScoreSDE as ScoreSDE

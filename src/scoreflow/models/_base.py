@@ -18,6 +18,14 @@ discrete bound, the VAE family), an unnormalised density whose normaliser is
 estimated (`AbstractUnnormalisedLikelihood`: energy-based models, $\log Z$ by annealed
 importance sampling), or neither (NCSN, GANs). A model may be both exact and bounded.
 
+An exact likelihood over integer events (PixelCNN's pixel levels) is an
+`AbstractDiscreteLikelihood`: its `log_prob` is a log-probability mass, not a density,
+so its bits/dim need no dequantisation.
+
+A two-player model (a GAN) is an `AbstractAdversarialModel`: `scoreflow.train.fit`
+trains it by alternating turns, `n_critic` discriminator updates per generator update,
+each player with its own optimiser.
+
 A model whose training carries state beside its parameters (the replay buffer of
 persistent contrastive divergence; batch statistics) is an `AbstractStatefulModel`:
 `scoreflow.train.fit` keeps that state in its `TrainState`, checkpoints it and resumes it.
@@ -139,3 +147,45 @@ class AbstractStatefulModel(AbstractGenerativeModel):
         self, x: Float[Array, "batch ..."], state: PyTree, *, key: Key
     ) -> tuple[Scalar, PyTree]:
         """The training objective of a batch and the next state."""
+
+
+class AbstractDiscreteLikelihood(AbstractExactLikelihood):
+    r"""An exact probability mass over integer events in $\{0, \dots, L - 1\}$.
+
+    `log_prob(x)` of integer `x` is $\log P(x)$ (a mass, in nats), `sample` returns
+    integers and `num_levels` is $L$. Bits/dim are $-\log_2 P(x) / D$ exactly, with no
+    dequantisation (the continuous models' dequantised figures bound the same quantity
+    from above).
+    """
+
+    num_levels: eqx.AbstractVar[int]
+
+
+class AbstractAdversarialModel(AbstractGenerativeModel):
+    r"""A two-player model: a generator and a discriminator (critic) trained in turns.
+
+    `scoreflow.train.fit` runs `n_critic` updates of the discriminator on
+    `discriminator_loss` (the generator held fixed), then one update of the generator on
+    `generator_loss`, each with its own optimiser; `player_filter` says which parameters
+    belong to whom. `loss` remains the contract's scalar: $L_D(D, \mathrm{sg}(G)) +
+    L_G(\mathrm{sg}(D), G)$, whose gradient with respect to each player is that player's
+    objective (plain gradient descent on it is simultaneous training).
+    """
+
+    n_critic: eqx.AbstractVar[int]
+
+    @abc.abstractmethod
+    def player_filter(self) -> PyTree:
+        """A pytree prefix of the model: `True` on the discriminator, `False` elsewhere."""
+
+    @abc.abstractmethod
+    def discriminator_loss(
+        self, x: Float[Array, "batch ..."], state: PyTree, *, key: Key
+    ) -> tuple[Scalar, PyTree]:
+        """The discriminator's objective on a batch (generator fixed) and the next state."""
+
+    @abc.abstractmethod
+    def generator_loss(
+        self, x: Float[Array, "batch ..."], state: PyTree, *, key: Key
+    ) -> tuple[Scalar, PyTree]:
+        """The generator's objective (discriminator fixed) and the next state."""

@@ -14,11 +14,11 @@ from .. import _checks
 from .._custom_types import Key
 from .._serialise import check_file_path
 from ..data._disk import DiskDataset
-from ..models import AbstractStatefulModel
+from ..models import AbstractAdversarialModel, AbstractStatefulModel
 from . import _sharding
 from ._checkpoint import load_checkpoint_and_history, save_checkpoint
 from ._optim import default_optimizer
-from ._state import TrainState, init_state
+from ._state import TrainState, init_state, is_player_pair, players
 
 
 class TrainingDiverged(FloatingPointError):
@@ -63,6 +63,8 @@ class FitResult(eqx.Module):
 
 # One object, so that repeated `fit` calls without an optimiser reuse the compiled chunk.
 _DEFAULT_OPTIMIZER = default_optimizer(1e-3)
+# Radford et al. 2016's Adam for both players (learning rate 2e-4, beta1 = 0.5).
+_DEFAULT_GAN_OPTIMIZER = optax.adam(2e-4, b1=0.5, b2=0.999)
 
 
 def _default_loss(model, x, *, key):
@@ -119,11 +121,89 @@ def _check_data(data):
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
+def _ema_update(ema, params, step, ema_decay):
+    if ema is None:
+        return None
+    # Warmed-up decay min(d, (1 + n)/(10 + n)) (the TensorFlow EMA's num_updates).
+    n = step.astype(jnp.float32)
+    d = jnp.minimum(ema_decay, (1 + n) / (10 + n))
+    return jax.tree_util.tree_map(
+        lambda e, p: d.astype(e.dtype) * e + (1 - d.astype(e.dtype)) * p, ema, params
+    )
+
+
+def _adversarial_step(optimizers, filter_spec, ema_decay, batch_size, mesh):
+    # One step of the alternating mode: `n_critic` discriminator updates, each on its own
+    # batch with the generator fixed, then one generator update with the discriminator
+    # fixed; each player's optimiser sees only its own parameters.
+    disc_opt, gen_opt = optimizers
+
+    def one_step(state, data, total):
+        key, k_critic, k_gen, k_batch = jr.split(state.key, 4)
+        model = state.model
+        params, static = eqx.partition(model, filter_spec)
+        d_params, g_params = players(model, params)
+        d_opt_state, g_opt_state = state.opt_state
+
+        def critic_turn(carry, k):
+            d_params, d_opt_state, model_state = carry
+            k_b, k_l = jr.split(k)
+            x = _sharding.constrain_batch(_draw(data, batch_size, k_b), mesh)
+
+            def objective(p):
+                m = eqx.combine(p, g_params, static)
+                return m.discriminator_loss(x, model_state, key=k_l)
+
+            (loss, model_state), grads = eqx.filter_value_and_grad(objective, has_aux=True)(
+                d_params
+            )
+            with jax.numpy_dtype_promotion("standard"):
+                updates, d_opt_state = disc_opt.update(grads, d_opt_state, d_params)
+            return (eqx.apply_updates(d_params, updates), d_opt_state, model_state), loss
+
+        (d_params, d_opt_state, model_state), d_losses = jax.lax.scan(
+            critic_turn,
+            (d_params, d_opt_state, state.model_state),
+            jr.split(k_critic, model.n_critic),
+        )
+        x = _sharding.constrain_batch(_draw(data, batch_size, k_batch), mesh)
+
+        def objective(p):
+            m = eqx.combine(d_params, p, static)
+            return m.generator_loss(x, model_state, key=k_gen)
+
+        (g_loss, model_state), grads = eqx.filter_value_and_grad(objective, has_aux=True)(g_params)
+        with jax.numpy_dtype_promotion("standard"):
+            updates, g_opt_state = gen_opt.update(grads, g_opt_state, g_params)
+        g_params = eqx.apply_updates(g_params, updates)
+        new = TrainState(
+            model=eqx.combine(d_params, g_params, static),
+            opt_state=(d_opt_state, g_opt_state),
+            ema=_ema_update(state.ema, g_params, state.step, ema_decay),
+            step=state.step + 1,
+            key_data=jr.key_data(key),
+            model_state=model_state,
+        )
+        # The recorded loss is the discriminator's last; a non-finite generator loss
+        # makes it NaN, so that the divergence check sees either player fail.
+        loss = jnp.where(jnp.isfinite(g_loss), d_losses[-1], jnp.nan)
+        return new, loss
+
+    return one_step
+
+
 @functools.lru_cache(maxsize=32)
 def _make_chunk(
     optimizer, loss_fn, filter_spec, ema_decay, batch_size, chunk, data_is_fn, mesh=None
 ):
-    def one_step(state, data, total, batch=None):
+    adversarial = is_player_pair(optimizer)
+    step_fn = (
+        _adversarial_step(optimizer, filter_spec, ema_decay, batch_size, mesh)
+        if adversarial
+        else None
+    )
+
+    def plain_step(state, data, total, batch=None):
         key, k_batch, k_loss = jr.split(state.key, 3)
         # A `DiskDataset`'s batch was read on the host from the same `k_batch` draw.
         x = _draw(data, batch_size, k_batch) if batch is None else batch
@@ -148,21 +228,20 @@ def _make_chunk(
         with jax.numpy_dtype_promotion("standard"):
             updates, opt_state = optimizer.update(grads, state.opt_state, params)
         params = eqx.apply_updates(params, updates)
-        ema = state.ema
-        if ema is not None:
-            # Warmed-up decay min(d, (1 + n)/(10 + n)) (the TensorFlow EMA's num_updates).
-            n = state.step.astype(jnp.float32)
-            d = jnp.minimum(ema_decay, (1 + n) / (10 + n))
-            ema = jax.tree_util.tree_map(
-                lambda e, p: d.astype(e.dtype) * e + (1 - d.astype(e.dtype)) * p, ema, params
-            )
         new = TrainState(
             model=eqx.combine(params, static),
             opt_state=opt_state,
-            ema=ema,
+            ema=_ema_update(state.ema, params, state.step, ema_decay),
             step=state.step + 1,
             key_data=jr.key_data(key),
             model_state=model_state,
+        )
+        return new, loss
+
+    def one_step(state, data, total, batch=None):
+        # The alternating mode draws its own n_critic + 1 batches per step (in memory).
+        new, loss = (
+            step_fn(state, data, total) if step_fn else plain_step(state, data, total, batch)
         )
         # Steps past the end are no-ops, so every chunk is the same compiled program and
         # a resumed run repeats an uninterrupted one bit for bit.
@@ -196,7 +275,7 @@ def fit(
     *,
     num_steps: int,
     batch_size: int = 256,
-    optimizer: optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | dict | None = None,
     ema_decay: float | None = 0.999,
     steps_per_chunk: int = 100,
     loss_fn: Callable[..., Array] | None = None,
@@ -261,11 +340,19 @@ def fit(
     IDX): each chunk's row indices are drawn on the host from the carry key, exactly
     as for an in-memory array, and only those rows are read.
 
+    **Adversarial models** (`AbstractAdversarialModel`, a `GAN`) train in the alternating
+    mode: each step makes `model.n_critic` discriminator updates on
+    `model.discriminator_loss` (each on a fresh batch, the generator fixed), then one
+    generator update on `model.generator_loss`, with two optimisers: `optimizer` is
+    `{"disc": ..., "gen": ...}`, or one transformation that each player uses with its
+    own state (default: Adam, learning rate $2 \cdot 10^{-4}$, $\beta_1 = 0.5$, Radford
+    et al. 2016). The EMA is kept for the generator only; the recorded loss is the
+    discriminator's (NaN if either player's loss is not finite). Checkpoints, resume,
+    the NaN stop and the progress bar work as for every model.
+
     **Other models.** `loss_fn(model, x, *, key)` replaces `model.loss` (and, for a
-    stateful model, trains it without a state). A GAN trains
-    with the same loop: its `loss` returns $L_D(D, \mathrm{sg}(G)) + L_G(\mathrm{sg}(D),
-    G)$ and the optimiser is `scoreflow.train.alternating({"disc": ..., "gen": ...},
-    labels, order=("disc", "gen"))`, so each step updates one player.
+    stateful model, trains it without a state; for an adversarial model, with one
+    optimiser on the whole model: simultaneous gradient steps on `loss_fn`).
 
     Args:
         model: the module to train (a `ScoreSDE`, `DDPM`, `NCSN`, a flow, ...).
@@ -276,7 +363,7 @@ def fit(
         num_steps: total optimisation steps (counting those of a resumed state).
         batch_size: examples per step.
         optimizer: optax transformation (default `default_optimizer(1e-3)`: AdamW, global
-            norm clipping at 1).
+            norm clipping at 1); for an adversarial model also `{"disc": ..., "gen": ...}`.
         ema_decay: EMA decay (None: no EMA).
         steps_per_chunk: steps per jitted chunk.
         loss_fn: alternative loss `(model, x, *, key) -> scalar`.
@@ -331,7 +418,22 @@ def fit(
         _checks.positive_int(patience, "patience")
         if val_data is None:
             raise ValueError("`patience` needs `validation` data to watch.")
-    optimizer = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
+    adversarial = isinstance(model, AbstractAdversarialModel) and loss_fn is None
+    tx: optax.GradientTransformation | tuple[optax.GradientTransformation, ...]
+    if adversarial:
+        if on_disk:
+            raise ValueError(
+                "`data`: an adversarial model draws n_critic + 1 batches per step from "
+                "data in memory; load the `DiskDataset` into an array for it."
+            )
+        tx = _player_optimizers(optimizer)
+    elif isinstance(optimizer, dict):
+        raise ValueError(
+            "`optimizer` as a dict of players is for an adversarial model (a GAN) trained "
+            "by its own losses; pass one optax transformation."
+        )
+    else:
+        tx = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
     loss_fn = _default_loss if loss_fn is None else loss_fn
     model_state = None
     if isinstance(model, AbstractStatefulModel) and loss_fn is _default_loss:
@@ -339,7 +441,7 @@ def fit(
         model_state = model.init_state(key=jr.fold_in(key, 1))
     template = init_state(
         model,
-        optimizer,
+        tx,  # pyright: ignore[reportArgumentType]
         ema=ema_decay is not None,
         filter_spec=filter_spec,
         model_state=model_state,
@@ -357,7 +459,7 @@ def fit(
         _check_loss_accepts(loss_fn, current.model, data, batch_size, model_state is not None)
     mode = "disk" if on_disk else data_is_fn
     run = _make_chunk(
-        optimizer, loss_fn, filter_spec, ema_decay or 0.0, batch_size, steps_per_chunk, mode, mesh
+        tx, loss_fn, filter_spec, ema_decay or 0.0, batch_size, steps_per_chunk, mode, mesh
     )
     total = jnp.asarray(num_steps, jnp.int32)
     main = _sharding.is_main_process()
@@ -473,6 +575,26 @@ def fit(
         history=full,
         best_model=best_model,
         stopped_early=stopped_early,
+    )
+
+
+def _player_optimizers(optimizer) -> tuple[optax.GradientTransformation, ...]:
+    # The alternating mode's pair (disc, gen): a dict of both, one transformation for
+    # both (each player keeps its own state), or the default.
+    if optimizer is None:
+        return (_DEFAULT_GAN_OPTIMIZER, _DEFAULT_GAN_OPTIMIZER)
+    if isinstance(optimizer, dict):
+        if set(optimizer) != {"disc", "gen"}:
+            raise ValueError(
+                "`optimizer` for an adversarial model must be one optax transformation or "
+                f"a dict with the keys 'disc' and 'gen', got keys {sorted(optimizer)}."
+            )
+        return (optimizer["disc"], optimizer["gen"])
+    if isinstance(optimizer, optax.GradientTransformation):
+        return (optimizer, optimizer)
+    raise ValueError(
+        "`optimizer` must be an optax transformation or {'disc': ..., 'gen': ...}, got "
+        f"{type(optimizer).__name__}."
     )
 
 

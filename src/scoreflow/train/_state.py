@@ -1,3 +1,5 @@
+import typing
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -6,6 +8,7 @@ import optax
 from jaxtyping import Array, PyTree, UInt
 
 from .._custom_types import Key
+from ..models import AbstractAdversarialModel
 
 
 class TrainState(eqx.Module):
@@ -13,10 +16,11 @@ class TrainState(eqx.Module):
 
     Attributes:
         model: the module being trained (parameters and static structure).
-        opt_state: the optax optimiser state.
+        opt_state: the optax optimiser state (for an `AbstractAdversarialModel`, the
+            pair of the discriminator's and the generator's states).
         ema: exponential moving average of the trainable leaves of `model`, a pytree of
             the same structure with `None` at non-trainable leaves (or `None` when EMA
-            is off).
+            is off); an adversarial model keeps the average of its generator only.
         step: number of completed optimisation steps.
         key_data: raw data of the carry PRNG key (raw so that it serialises); one
             split per step, so a resumed run draws exactly the same numbers.
@@ -42,9 +46,27 @@ class TrainState(eqx.Module):
         return eqx.combine(self.ema, self.model)
 
 
+def is_player_pair(optimizer) -> bool:
+    """Whether `optimizer` is the alternating mode's pair `(disc, gen)` of transformations.
+
+    (An optax transformation is itself a named pair of functions: test the members.)
+    """
+    return (
+        isinstance(optimizer, tuple)
+        and len(optimizer) == 2
+        and all(isinstance(o, optax.GradientTransformation) for o in optimizer)
+    )
+
+
+def players(model: AbstractAdversarialModel, params: PyTree) -> tuple[PyTree, PyTree]:
+    """`params` split into the discriminator's and the generator's (`None` elsewhere)."""
+    return eqx.partition(params, model.player_filter())
+
+
 def init_state(
     model: PyTree,
-    optimizer: optax.GradientTransformation,
+    optimizer: optax.GradientTransformation
+    | tuple[optax.GradientTransformation, optax.GradientTransformation],
     *,
     ema: bool = True,
     filter_spec=eqx.is_inexact_array,
@@ -62,14 +84,26 @@ def init_state(
         model_state: the model's own training state (see `TrainState`).
         key: the carry key of the run.
 
+    An `AbstractAdversarialModel` with a pair `(disc, gen)` of optimisers (`fit`'s
+    alternating mode) gets one optimiser state per player and the EMA of its generator.
+
     Returns:
         A `TrainState`.
     """
     params = eqx.filter(model, filter_spec)
+    averaged = params
+    if isinstance(model, AbstractAdversarialModel) and is_player_pair(optimizer):
+        disc, gen = players(model, params)
+        disc_tx, gen_tx = typing.cast(tuple[optax.GradientTransformation, ...], optimizer)
+        opt_state = (disc_tx.init(disc), gen_tx.init(gen))
+        averaged = gen
+    else:
+        assert isinstance(optimizer, optax.GradientTransformation)
+        opt_state = optimizer.init(params)
     return TrainState(
         model=model,
-        opt_state=optimizer.init(params),
-        ema=jax.tree_util.tree_map(jnp.copy, params) if ema else None,
+        opt_state=opt_state,
+        ema=jax.tree_util.tree_map(jnp.copy, averaged) if ema else None,
         step=jnp.zeros((), jnp.int32),
         key_data=jr.key_data(key),
         model_state=model_state,
