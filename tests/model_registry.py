@@ -161,6 +161,26 @@ def _gmm(key):
     return models.GMM(weights, means, covariances, covariance_type="full")
 
 
+def _vae(key, num_samples=1):
+    # A Gaussian decoder with a learned (bounded) variance on the 2-d ring.
+    head = nn.Gaussian(learn_variance=True)
+    return models.VAE((2,), 2, head=head, width=16, depth=1, num_samples=num_samples, key=key)
+
+
+def _hvae(key):
+    head = nn.Gaussian(learn_variance=True)
+    return models.HierarchicalVAE((2,), (2, 2), head=head, width=16, depth=1, key=key)
+
+
+def _vdm(key):
+    # A learned monotone schedule; the eps network is near the standard normal's, so
+    # the probability-flow density sits where the quadrature grid sees it.
+    k1, k2, k3 = jr.split(key, 3)
+    sde = sf.sde.LearnedVPSDE(-6.0, 5.0, nn.MonotoneMLP(8, key=k3))
+    net = _randomise_last(nn.TimeMLP((2,), width=16, depth=2, key=k1), k2, scale=0.1)
+    return models.VDM(_NearStandardNormal(sde, net), event_shape=(2,), sde=sde)
+
+
 MODELS: dict[str, ModelCase] = {
     "score_sde": ModelCase(
         _score_sde,
@@ -199,6 +219,14 @@ MODELS: dict[str, ModelCase] = {
     "ebm": ModelCase(_ebm, sample_options=dict(num_steps=5, step_size=1e-2)),
     "ffjord": ModelCase(_ffjord, frozen=lambda m: m.flow.bijection.bijections[1]),
     "gmm": ModelCase(_gmm),
+    "vae": ModelCase(_vae),
+    "iwae": ModelCase(lambda key: _vae(key, num_samples=3)),
+    "hvae": ModelCase(_hvae),
+    "vdm": ModelCase(
+        _vdm,
+        sample_options=dict(grid=sf.solve.UniformGrid(4)),
+        log_prob_options=dict(rtol=1e-6, atol=1e-6),
+    ),
 }
 
 

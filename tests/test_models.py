@@ -43,9 +43,13 @@ def test_likelihood_capability_is_declared_by_type():
         "ebm": (False, False),
         "ffjord": (True, False),
         "gmm": (True, False),
+        "hvae": (False, True),
+        "iwae": (False, True),
         "ncsn": (False, False),
         "realnvp": (True, False),
         "score_sde": (True, False),
+        "vae": (False, True),
+        "vdm": (True, True),
     }
 
 
