@@ -1826,8 +1826,11 @@ ROWS += [
     BadInput(
         "models.vae.decoder_shape",
         lambda: models.VAE(
-            (4,), 2, head=nn.Gaussian(learn_variance=True),
-            decoder=nn.PixelDecoder(2, (4,), 1, 4, 1, key=key()), key=key(),
+            (4,),
+            2,
+            head=nn.Gaussian(learn_variance=True),
+            decoder=nn.PixelDecoder(2, (4,), 1, 4, 1, key=key()),
+            key=key(),
         ),
         _V,
         "`decoder` must return the head's parameters",

@@ -26,7 +26,9 @@ def _learned(width=16, key=jr.key(0), gamma=(-13.3, 5.0)):
 def test_learned_schedule_generates_its_marginal(width):
     # f = d log(alpha)/dt and g^2 = d sigma^2/dt - 2 f sigma^2, on both sides of t_min
     # (below it sigma^2 falls linearly to 0: the data sit at t = 0).
-    sde = sf.sde.LearnedVPSDE(-6.0, 5.0, None if width is None else nn.MonotoneMLP(16, key=jr.key(1)), t_min=0.01)
+    sde = sf.sde.LearnedVPSDE(
+        -6.0, 5.0, None if width is None else nn.MonotoneMLP(16, key=jr.key(1)), t_min=0.01
+    )
     for t in (0.003, 0.02, 0.4, 0.97):
         t = jnp.asarray(t)
         dlog_alpha = jax.grad(lambda s: jnp.log(sde.marginal(s)[0]))(t)
@@ -43,8 +45,12 @@ def test_learned_schedule_generates_its_marginal(width):
     assert_allclose(sde.gamma(sde.T), 5.0, rtol=1e-12)
 
 
-@given(seed=st.integers(0, 10_000), scale=st.floats(0.05, 20.0), lo=st.floats(-15.0, 0.0),
-       gap=st.floats(0.1, 25.0))
+@given(
+    seed=st.integers(0, 10_000),
+    scale=st.floats(0.05, 20.0),
+    lo=st.floats(-15.0, 0.0),
+    gap=st.floats(0.1, 25.0),
+)
 def test_learned_schedule_is_monotone_for_every_parameter(seed, scale, lo, gap):
     # Every weight enters through a softplus: gamma is strictly increasing, beta > 0 and
     # the end points are where they were put, whatever the parameters are.
@@ -98,7 +104,9 @@ def test_vdm_bound_under_the_vp_sde_is_its_continuous_time_elbo():
 
     def integrand(t):
         alpha, sigma = (float(v) for v in sde.marginal(t))
-        return float(sde.beta(t)) * np.sum(alpha**2 * VAR / (sigma**2 * (alpha**2 * VAR + sigma**2)))
+        return float(sde.beta(t)) * np.sum(
+            alpha**2 * VAR / (sigma**2 * (alpha**2 * VAR + sigma**2))
+        )
 
     diffusion = 0.5 * quad(integrand, sde.t_min, sde.T, points=[0.01, 0.1], limit=200)[0]
     _check_terms(_terms(sde), sde, diffusion)

@@ -17,9 +17,10 @@ def gaussian_kl(
     prior_mean: Float[Array, "*batch d"] | None = None,
     prior_log_var: Float[Array, "*batch d"] | None = None,
 ) -> Float[Array, "*batch"]:
-    r"""$\mathrm{KL}(N(\mu, \mathrm{diag}\,e^{v}) \,\|\, N(m, \mathrm{diag}\,e^{w}))$, summed on the last axis.
+    r"""The KL between diagonal Gaussians, summed on the last axis.
 
-    $\tfrac12\sum_i \big(w_i - v_i + (e^{v_i} + (\mu_i - m_i)^2)e^{-w_i} - 1\big)$, the
+    $\mathrm{KL}(N(\mu, \mathrm{diag}\,e^{v}) \,\|\, N(m, \mathrm{diag}\,e^{w})) =
+    \tfrac12\sum_i \big(w_i - v_i + (e^{v_i} + (\mu_i - m_i)^2)e^{-w_i} - 1\big)$, the
     analytic KL of the VAE's ELBO (Kingma & Welling 2014, arXiv:1312.6114, appendix B,
     with the prior $N(0, I)$ when `prior_mean` and `prior_log_var` are `None`) and of
     the hierarchical VAE's conditional layers.

@@ -130,7 +130,9 @@ class HierarchicalVAE(AbstractLatentVariableModel, AbstractStatefulModel):
             ResidualMLP(sizes[i + 1], 2 * sizes[i], width, depth, key=keys[2 * L + i])
             for i in range(L - 1)
         )
-        self.decoder = PixelDecoder(sizes[0], event_shape, head.num_params, width, depth, key=keys[-1])
+        self.decoder = PixelDecoder(
+            sizes[0], event_shape, head.num_params, width, depth, key=keys[-1]
+        )
         self.head = head
         self.event_shape = event_shape
         self.latent_sizes = sizes
@@ -148,13 +150,13 @@ class HierarchicalVAE(AbstractLatentVariableModel, AbstractStatefulModel):
     def _split(self, out, size):
         return out[:size], soft_clamp(out[size:], *self.log_var_bounds)
 
-    def _prior(self, l, z_above):
+    def _prior(self, i, z_above):
         # p(z_l | z_{l+1}); the top layer's prior is N(0, I).
-        size = self.latent_sizes[l]
+        size = self.latent_sizes[i]
         if z_above is None:
             zeros = jnp.zeros((size,), self._dtype)
             return zeros, zeros
-        return self._split(self.top_down[l](z_above), size)
+        return self._split(self.top_down[i](z_above), size)
 
     def _one_pass(self, xe, xh, key):
         # One posterior draw of every layer: (log p(x | z_1), the analytic KL of each
@@ -166,36 +168,36 @@ class HierarchicalVAE(AbstractLatentVariableModel, AbstractStatefulModel):
         ratios: list = [None] * L
         if self.inference == "top-down":
             h, terms = xe, []
-            for l in range(L):
-                h = self.bottom_up[l](h)
-                terms.append(self._split(self.posterior[l](h), self.latent_sizes[l]))
-            for l in reversed(range(L)):
-                mu_p, lv_p = self._prior(l, zs[l + 1] if l + 1 < L else None)
-                mu_hat, lv_hat = terms[l]
-                if l == L - 1:
+            for i in range(L):
+                h = self.bottom_up[i](h)
+                terms.append(self._split(self.posterior[i](h), self.latent_sizes[i]))
+            for i in reversed(range(L)):
+                mu_p, lv_p = self._prior(i, zs[i + 1] if i + 1 < L else None)
+                mu_hat, lv_hat = terms[i]
+                if i == L - 1:
                     mu_q, lv_q = mu_hat, lv_hat
                 else:
                     lv_q = -jnp.logaddexp(-lv_hat, -lv_p)
                     mu_q = jnp.exp(lv_q) * (mu_hat * jnp.exp(-lv_hat) + mu_p * jnp.exp(-lv_p))
-                eps = jr.normal(keys[l], mu_q.shape, mu_q.dtype)
-                zs[l] = mu_q + jnp.exp(0.5 * lv_q) * eps
-                kls[l] = losses.gaussian_kl(mu_q, lv_q, mu_p, lv_p)
+                eps = jr.normal(keys[i], mu_q.shape, mu_q.dtype)
+                zs[i] = mu_q + jnp.exp(0.5 * lv_q) * eps
+                kls[i] = losses.gaussian_kl(mu_q, lv_q, mu_p, lv_p)
                 log_q = -0.5 * jnp.sum(eps**2 + lv_q + math.log(2 * math.pi))
-                ratios[l] = log_q - gaussian_log_prob(zs[l], mu_p, lv_p)
+                ratios[i] = log_q - gaussian_log_prob(zs[i], mu_p, lv_p)
         else:
             h = xe
             qs = []
-            for l in range(L):
+            for i in range(L):
                 mu_q, lv_q = self._split(
-                    self.posterior[l](self.bottom_up[l](h)), self.latent_sizes[l]
+                    self.posterior[i](self.bottom_up[i](h)), self.latent_sizes[i]
                 )
-                eps = jr.normal(keys[l], mu_q.shape, mu_q.dtype)
-                zs[l] = h = mu_q + jnp.exp(0.5 * lv_q) * eps
+                eps = jr.normal(keys[i], mu_q.shape, mu_q.dtype)
+                zs[i] = h = mu_q + jnp.exp(0.5 * lv_q) * eps
                 qs.append(-0.5 * jnp.sum(eps**2 + lv_q + math.log(2 * math.pi)))
-            for l in range(L):
-                mu_p, lv_p = self._prior(l, zs[l + 1] if l + 1 < L else None)
-                ratios[l] = qs[l] - gaussian_log_prob(zs[l], mu_p, lv_p)
-                kls[l] = ratios[l]  # q(z_l | z_{l-1}) and p(z_l | z_{l+1}): no closed form
+            for i in range(L):
+                mu_p, lv_p = self._prior(i, zs[i + 1] if i + 1 < L else None)
+                ratios[i] = qs[i] - gaussian_log_prob(zs[i], mu_p, lv_p)
+                kls[i] = ratios[i]  # q(z_i | z_{i-1}), p(z_i | z_{i+1}): no closed form
         log_px = jnp.sum(self.head.log_prob(self.decoder(zs[0]), xh))
         return log_px, jnp.stack(kls), jnp.stack(ratios)
 
@@ -247,16 +249,17 @@ class HierarchicalVAE(AbstractLatentVariableModel, AbstractStatefulModel):
         shape, n = self._flat_shape(sample_shape)
         _checks.key(key)
         L = len(self.latent_sizes)
-        keys = jr.split(key, L + 1)
+        k_z, k_x = jr.split(key)
 
-        def one(ks):
+        def one(k):
+            ks = jr.split(k, L)
             z = None
-            for l in reversed(range(L)):
-                mu, lv = self._prior(l, z)
-                z = mu + jnp.exp(0.5 * lv) * jr.normal(ks[l], mu.shape, mu.dtype)
+            for i in reversed(range(L)):
+                mu, lv = self._prior(i, z)
+                z = mu + jnp.exp(0.5 * lv) * jr.normal(ks[i], mu.shape, mu.dtype)
             return self.decoder(z)
 
-        params = jax.vmap(one, in_axes=1)(jnp.stack([jr.split(k, n) for k in keys[:L]]))
-        draw = self.head.sample(params, key=keys[-1])
+        params = jax.vmap(one)(jr.split(k_z, n))
+        draw = self.head.sample(params, key=k_x)
         x = to_data(self.head, draw, self.data_range, params.dtype)
         return x.reshape(*shape, *self.event_shape)

@@ -69,8 +69,10 @@ def bin_centres(levels: Array, num_levels: int, data_range, dtype) -> Array:
 
 
 def prepare(head: AbstractPixelHead, x, event_shape, data_range, dtype, name: str = "x"):
-    """`(x_enc, x_head, log_width)`: what the encoder sees, what the head scores, and the
-    log-volume $D\\log w$ that turns a probability mass into a density (0 when none).
+    r"""`(x_enc, x_head, log_width)` of a batch, for the encoder, the head and the density.
+
+    What the encoder sees, what the head scores, and the log-volume $D\log w$ that turns
+    a probability mass into a density (0 when none).
 
     Raises:
         ValueError: on a batch of another event shape, or data outside the head's support
@@ -144,7 +146,7 @@ class AbstractLatentVariableModel(AbstractLikelihoodBound):
 
     @abc.abstractmethod
     def _log_weights(self, x_enc, x_head, key) -> Array:
-        """`(batch,)`: one draw per example of $\log p(x, z) - \log q(z \mid x)$."""
+        r"""`(batch,)`: one draw per example of $\log p(x, z) - \log q(z \mid x)$."""
 
     @abc.abstractmethod
     def _elbo_analytic(self, x_enc, x_head, key) -> Array:

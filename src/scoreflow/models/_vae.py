@@ -125,7 +125,9 @@ class VAE(AbstractLatentVariableModel):
                 event_shape, latent_dim, width, depth, log_var_bounds=log_var_bounds, key=k_enc
             )
         if decoder is None:
-            decoder = PixelDecoder(latent_dim, event_shape, head.num_params, width, depth, key=k_dec)
+            decoder = PixelDecoder(
+                latent_dim, event_shape, head.num_params, width, depth, key=k_dec
+            )
         check_networks(
             encoder, decoder, event_shape, latent_dim, head.num_params, param_dtype(encoder)
         )

@@ -84,7 +84,8 @@ class VDM(AbstractExactLikelihood, AbstractLikelihoodBound, AbstractPrediction):
             _checks.positive_int(levels, "levels", least=2)
         if not isinstance(time_sampling, AbstractTimeSampling):
             raise ValueError(
-                f"`time_sampling` must be a `scoreflow.losses` time sampling, got {time_sampling!r}."
+                "`time_sampling` must be a `scoreflow.losses` time sampling, got "
+                f"{time_sampling!r}."
             )
         self.network = network
         self.sde = sde
@@ -107,7 +108,7 @@ class VDM(AbstractExactLikelihood, AbstractLikelihoodBound, AbstractPrediction):
     def bound_terms(
         self, x: Float[Array, "batch ..."], *, key: Key
     ) -> tuple[Float[Array, " batch"], Float[Array, " batch"], Float[Array, " batch"]]:
-        r"""The three terms of $-\mathrm{ELBO}$ per example, in nats: prior, reconstruction, diffusion.
+        r"""The three terms of $-\mathrm{ELBO}$ per example: prior, reconstruction, diffusion.
 
         The reconstruction term is of the probability mass with `levels` (no
         piecewise-constant density correction), else of the density.

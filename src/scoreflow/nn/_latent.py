@@ -105,7 +105,9 @@ class ResidualMLP(eqx.Module):
 def _scaled(layer: eqx.nn.Linear, scale: float) -> eqx.nn.Linear:
     if layer.bias is None:
         return eqx.tree_at(lambda m: m.weight, layer, scale * layer.weight)
-    return eqx.tree_at(lambda m: (m.weight, m.bias), layer, (scale * layer.weight, scale * layer.bias))
+    return eqx.tree_at(
+        lambda m: (m.weight, m.bias), layer, (scale * layer.weight, scale * layer.bias)
+    )
 
 
 class GaussianEncoder(eqx.Module):
@@ -238,6 +240,8 @@ class MonotoneMLP(eqx.Module):
         u = jnp.asarray(u, self.w1.dtype)
         h = _positive(self.w1) * u + self.b1
         lead = (1,) * h.ndim  # explicit broadcasting (rank promotion may be an error)
-        w2, b2, w3 = (v.reshape(*lead, -1) for v in (_positive(self.w2), self.b2, _positive(self.w3)))
+        w2, b2, w3 = (
+            v.reshape(*lead, -1) for v in (_positive(self.w2), self.b2, _positive(self.w3))
+        )
         s = jax.nn.sigmoid(h[..., None] * w2 + b2)
         return h + jnp.mean(w3 * s, axis=-1)

@@ -95,7 +95,11 @@ class LearnedVPSDE(AbstractSDE):
         # The normalised schedule on [0, 1]: 0 at u = 0, 1 at u = 1, increasing.
         if self.network is None:
             return u
-        g0, g1, gu = self.network(jnp.zeros_like(u)), self.network(jnp.ones_like(u)), self.network(u)
+        g0, g1, gu = (
+            self.network(jnp.zeros_like(u)),
+            self.network(jnp.ones_like(u)),
+            self.network(u),
+        )
         return (gu - g0) / (g1 - g0)
 
     def _u(self, t):
@@ -131,7 +135,9 @@ class LearnedVPSDE(AbstractSDE):
     def log_snr(self, t: TimeLike) -> Times:
         t = _floating(t)
         var, alpha2 = self._variance(t)
-        return jnp.where(t >= self.t_min, -0.5 * self.gamma(t), 0.5 * (jnp.log(alpha2) - jnp.log(var)))
+        return jnp.where(
+            t >= self.t_min, -0.5 * self.gamma(t), 0.5 * (jnp.log(alpha2) - jnp.log(var))
+        )
 
     def beta(self, t: TimeLike) -> Times:
         r"""$\beta(t) = g(t)^2$: $\gamma'(t)\sigma_t^2$ above $t_{\min}$."""

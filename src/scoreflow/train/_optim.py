@@ -145,9 +145,7 @@ def skip_large_updates(
         new_updates = jax.tree_util.tree_map(
             lambda u: jnp.where(ok, u, jnp.zeros_like(u)), new_updates
         )
-        new_inner = jax.tree_util.tree_map(
-            lambda a, b: jnp.where(ok, a, b), new_inner, state.inner
-        )
+        new_inner = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new_inner, state.inner)
         return new_updates, SkipState(new_inner, state.num_skipped + (~ok).astype(jnp.int32))
 
     return optax.GradientTransformation(init_fn, update_fn)
