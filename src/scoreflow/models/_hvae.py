@@ -4,7 +4,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Float, Int, PyTree
+from jaxtyping import Array, Float, Int, PyTree, Shaped
 
 from .. import _checks, losses
 from .._custom_types import Key, Scalar
@@ -227,7 +227,7 @@ class HierarchicalVAE(AbstractLatentVariableModel, AbstractStatefulModel):
         kl = jnp.maximum(jnp.mean(kls, axis=0), self.free_bits)
         return -jnp.mean(log_px) + beta * jnp.sum(kl) + log_width
 
-    def loss(self, x: Float[Array, "batch ..."], *, key: Key) -> Scalar:
+    def loss(self, x: Shaped[Array, "batch ..."], *, key: Key) -> Scalar:
         r"""The training objective at full KL weight ($\beta = 1$, free bits applied)."""
         return self._objective(x, 1.0, key)
 
@@ -236,7 +236,7 @@ class HierarchicalVAE(AbstractLatentVariableModel, AbstractStatefulModel):
         return None if self.warmup_steps == 0 else jnp.zeros((), jnp.int32)
 
     def stateful_loss(
-        self, x: Float[Array, "batch ..."], state: Int[Array, ""] | None, *, key: Key
+        self, x: Shaped[Array, "batch ..."], state: Int[Array, ""] | None, *, key: Key
     ) -> tuple[Scalar, PyTree]:
         r"""The objective with the warm-up weight $\beta = \min(1, s/S)$, and $s + 1$."""
         if state is None:

@@ -23,7 +23,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Shaped
 
 from .. import _checks, metrics
 from .._custom_types import Key
@@ -166,7 +166,7 @@ class AbstractLatentVariableModel(AbstractLikelihoodBound):
 
     def elbo(
         self,
-        x: Float[Array, "batch ..."],
+        x: Shaped[Array, "batch ..."],
         *,
         num_samples: int = 1,
         chunk_size: int = 500,
@@ -195,7 +195,7 @@ class AbstractLatentVariableModel(AbstractLikelihoodBound):
 
     def log_prob_estimate(
         self,
-        x: Float[Array, "batch ..."],
+        x: Shaped[Array, "batch ..."],
         *,
         num_samples: int = 5000,
         chunk_size: int = 500,

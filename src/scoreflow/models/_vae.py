@@ -5,7 +5,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Shaped
 
 from .. import _checks, losses
 from .._custom_types import Key, Scalar
@@ -144,7 +144,7 @@ class VAE(AbstractLatentVariableModel):
         return param_dtype((self.encoder, self.decoder))
 
     def encode(
-        self, x: Float[Array, "batch ..."]
+        self, x: Shaped[Array, "batch ..."]
     ) -> tuple[Float[Array, "batch z"], Float[Array, "batch z"]]:
         r"""$(\mu, \log\sigma^2)$ of $q(z \mid x)$ per example."""
         x_enc, _, _ = self._prepare(x)
@@ -161,7 +161,7 @@ class VAE(AbstractLatentVariableModel):
         draw = self.head.sample(params, key=key)
         return to_data(self.head, draw, self.data_range, params.dtype)
 
-    def reconstruct(self, x: Float[Array, "batch ..."], *, key: Key) -> Float[Array, "batch ..."]:
+    def reconstruct(self, x: Shaped[Array, "batch ..."], *, key: Key) -> Float[Array, "batch ..."]:
         r"""A draw of $x' \sim p(x' \mid z)$, $z \sim q(z \mid x)$, per example (data space)."""
         _checks.key(key)
         mean, log_var = self.encode(x)
@@ -210,7 +210,7 @@ class VAE(AbstractLatentVariableModel):
             key=key,
         )
 
-    def loss(self, x: Float[Array, "batch ..."], *, key: Key) -> Scalar:
+    def loss(self, x: Shaped[Array, "batch ..."], *, key: Key) -> Scalar:
         r"""$-\mathcal{L}_K$ (the ELBO for $K = 1$), averaged over the batch, in nats."""
         _checks.key(key)
         x_enc, x_head, log_width = self._prepare(x)

@@ -5,7 +5,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Shaped
 
 from .. import _checks, losses, solve
 from .._custom_types import Key, Scalar
@@ -106,7 +106,7 @@ class VDM(AbstractExactLikelihood, AbstractLikelihoodBound, AbstractPrediction):
         return prepare(head, x, self.event_shape, self.data_range, dtype)
 
     def bound_terms(
-        self, x: Float[Array, "batch ..."], *, key: Key
+        self, x: Shaped[Array, "batch ..."], *, key: Key
     ) -> tuple[Float[Array, " batch"], Float[Array, " batch"], Float[Array, " batch"]]:
         r"""The three terms of $-\mathrm{ELBO}$ per example: prior, reconstruction, diffusion.
 
@@ -146,7 +146,7 @@ class VDM(AbstractExactLikelihood, AbstractLikelihoodBound, AbstractPrediction):
             rec = -jnp.sum(jnp.take_along_axis(log_p, lv[..., None], axis=-1)[..., 0], axis=-1)
         return prior, rec, diffusion
 
-    def elbo(self, x: Float[Array, "batch ..."], *, key: Key) -> Float[Array, " batch"]:
+    def elbo(self, x: Shaped[Array, "batch ..."], *, key: Key) -> Float[Array, " batch"]:
         r"""The variational bound on $\log p(x)$ per example, in nats (one draw of each term).
 
         With `levels` and float data, on the piecewise-constant density of the bins (so
@@ -157,13 +157,13 @@ class VDM(AbstractExactLikelihood, AbstractLikelihoodBound, AbstractPrediction):
         _, _, log_width = self._prepare(x)
         return -(prior + rec + diffusion) - log_width
 
-    def loss(self, x: Float[Array, "batch ..."], *, key: Key) -> Scalar:
+    def loss(self, x: Shaped[Array, "batch ..."], *, key: Key) -> Scalar:
         r"""$-\mathrm{ELBO}$ averaged over the batch (nats per example)."""
         prior, rec, diffusion = self.bound_terms(x, key=key)
         return jnp.mean(prior + rec + diffusion)
 
     def log_prob(
-        self, x: Float[Array, "batch ..."], *, key: Key | None = None, **options
+        self, x: Shaped[Array, "batch ..."], *, key: Key | None = None, **options
     ) -> Float[Array, " batch"]:
         r"""$\log p_{t_{\min}}(x)$ through the probability-flow ODE (as `ScoreSDE.log_prob`).
 
