@@ -18,7 +18,8 @@ the raw levels), a Bernoulli decoder, trained with K = 1, 5, 50 and a two-layer 
 (IWAE K = 50, Burda et al.'s best architecture), each scored by the IWAE-5000 estimate of
 the test NLL in nats (mean over the 359 test images, with its standard error over images).
 
-Rows go to `latent_variable_models.json`; sample grids `lvm_digits_<name>.png`.
+Rows go to `latent_variable_models_digits.json` and `latent_variable_models_binarised.json`;
+sample grids `lvm_digits_<name>.png`.
 """
 
 import argparse
@@ -26,6 +27,7 @@ import json
 import pathlib
 import time
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -35,17 +37,18 @@ import scoreflow as sf
 from scoreflow import data, evaluation, models, nn, train
 
 HERE = pathlib.Path(__file__).resolve().parent
-OUT = HERE / "latent_variable_models.json"
+OUT = HERE / "latent_variable_models_{}.json"  # per measurement: digits, binarised
 F32 = jnp.float32
 EVENT = (1, 8, 8)
 BATCH = 128
-WIDTH = 512
+WIDTH = 512  # `--width` changes it (the reduced runs)
 
 
 def _record(key, value):
-    rows = json.loads(OUT.read_text()) if OUT.exists() else {}
+    out = pathlib.Path(str(OUT).format(key.split("/")[0]))
+    rows = json.loads(out.read_text()) if out.exists() else {}
     rows[key] = value
-    OUT.write_text(json.dumps(rows, indent=1))
+    out.write_text(json.dumps(rows, indent=1))
 
 
 def _fit(model, x, steps, *, optimizer=None, ema=0.999, key=1):
@@ -110,9 +113,10 @@ def cmd_digits(args):
         options = {"num_samples": args.k_eval, "chunk_size": 250} if name != "vdm" else {}
         report = evaluation.evaluate_digits(
             trained,
+            likelihood="bound",
             name=TITLES[name],
             key=jr.fold_in(jr.key(10), i),
-            num_samples=1000,
+            num_samples=args.num_samples,
             log_prob_options=options,
             train_seconds=seconds,
             sample_options={} if name != "vdm" else {"grid": sf.solve.UniformGrid(256)},
@@ -124,14 +128,18 @@ def cmd_digits(args):
                 trained,
                 name="VDM (probability flow)",
                 key=jr.fold_in(jr.key(10), i),
-                num_samples=1000,
+                num_samples=args.num_samples,
                 likelihood="exact",
                 log_prob_options={"rtol": 1e-4, "atol": 1e-4, "trace": sf.solve.Hutchinson(1)},
                 sample_options={"grid": sf.solve.UniformGrid(256)},
                 train_seconds=seconds,
             )
             rows.append(pf.asdict())
-        extra = {"steps": args.steps, "final_loss": float(np.mean(res.losses[-200:]))}
+        extra = {
+            "steps": args.steps,
+            "width": WIDTH,
+            "final_loss": float(np.mean(res.losses[-200:])),
+        }
         if name == "hvae":
             extra["skipped_updates"] = int(res.state.opt_state.num_skipped)
         _record(f"digits/{name}", {"reports": rows, **extra, "k_eval": args.k_eval})
@@ -147,11 +155,11 @@ def cmd_binarised(args):
     x, test = jnp.asarray(binarised("train")), jnp.asarray(binarised("test"))
     head, k = nn.Bernoulli(), jr.key(0)
     cases = {
-        "k1": models.VAE((64,), 16, head=head, width=256, depth=1, num_samples=1, key=k),
-        "k5": models.VAE((64,), 16, head=head, width=256, depth=1, num_samples=5, key=k),
-        "k50": models.VAE((64,), 16, head=head, width=256, depth=1, num_samples=50, key=k),
+        "k1": models.VAE((64,), 16, head=head, width=WIDTH, depth=1, num_samples=1, key=k),
+        "k5": models.VAE((64,), 16, head=head, width=WIDTH, depth=1, num_samples=5, key=k),
+        "k50": models.VAE((64,), 16, head=head, width=WIDTH, depth=1, num_samples=50, key=k),
         "two_layer_k50": models.HierarchicalVAE(
-            (64,), (16, 8), head=head, width=256, depth=1, num_samples=50, key=k
+            (64,), (16, 8), head=head, width=WIDTH, depth=1, num_samples=50, key=k
         ),
     }
     for name, model in cases.items():
@@ -160,13 +168,11 @@ def cmd_binarised(args):
         res, seconds = _fit(model, x, args.steps, ema=None)
         t0 = time.perf_counter()
         values = []
+        estimate = eqx.filter_jit(
+            lambda m, x, k: m.log_prob_estimate(x, num_samples=args.k_eval, chunk_size=250, key=k)
+        )
         for i in range(0, test.shape[0], 64):
-            est = res.model.log_prob_estimate(
-                test[i : i + 64],
-                num_samples=args.k_eval,
-                chunk_size=250,
-                key=jr.fold_in(jr.key(3), i),
-            )
+            est = estimate(res.model, test[i : i + 64], jr.fold_in(jr.key(3), i))
             values.append(np.asarray(est.value))
         v = -np.concatenate(values)
         row = {
@@ -177,9 +183,12 @@ def cmd_binarised(args):
             "steps": args.steps,
             "k_eval": args.k_eval,
             "binarisation": "static, raw level >= 8 -> 1",
+            "width": WIDTH,
+            # Per test image, for paired differences between rows (same images, same key).
+            "per_image_nll": [round(float(u), 5) for u in v],
         }
         _record(f"binarised/{name}", row)
-        print(name, row, flush=True)
+        print(name, {k: w for k, w in row.items() if k != "per_image_nll"}, flush=True)
 
 
 def main():
@@ -190,7 +199,11 @@ def main():
     p.add_argument("--steps", type=int, default=12000)
     p.add_argument("--k-eval", type=int, default=5000)
     p.add_argument("--names", nargs="*", default=None)
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--num-samples", type=int, default=1000)
     args = p.parse_args()
+    global WIDTH
+    WIDTH = args.width or (WIDTH if args.what == "digits" else 256)
     jax.config.update("jax_enable_x64", False)
     {"digits": cmd_digits, "binarised": cmd_binarised}[args.what](args)
 
