@@ -257,6 +257,7 @@ class HierarchicalVAE(AbstractLatentVariableModel, AbstractStatefulModel):
             for i in reversed(range(L)):
                 mu, lv = self._prior(i, z)
                 z = mu + jnp.exp(0.5 * lv) * jr.normal(ks[i], mu.shape, mu.dtype)
+            assert z is not None  # L >= 1
             return self.decoder(z)
 
         params = jax.vmap(one)(jr.split(k_z, n))

@@ -18,6 +18,7 @@ the model reads data:
 
 import abc
 import math
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -141,7 +142,7 @@ class AbstractLatentVariableModel(AbstractLikelihoodBound):
 
     @property
     @abc.abstractmethod
-    def _dtype(self):
+    def _dtype(self) -> Any:
         """The parameters' float dtype."""
 
     @abc.abstractmethod

@@ -128,7 +128,8 @@ class VDM(AbstractExactLikelihood, AbstractLikelihoodBound, AbstractPrediction):
             schedule_gradient=True,
             key=k_diff,
         )
-        diffusion = 0.5 * (sde.T - sde.t_min) * diffusion
+        span = jnp.asarray(sde.T, xc.dtype) - jnp.asarray(sde.t_min, xc.dtype)
+        diffusion = 0.5 * span * jnp.asarray(diffusion)
         flat = xc.reshape(xc.shape[0], -1)
         alpha_T, sigma_T = sde.marginal(jnp.asarray(sde.T, xc.dtype))
         prior = 0.5 * (alpha_T / sigma_T) ** 2 * jnp.sum(flat**2, axis=-1)

@@ -103,7 +103,8 @@ class LearnedVPSDE(AbstractSDE):
         return (gu - g0) / (g1 - g0)
 
     def _u(self, t):
-        return (t - self.t_min) / (self.T - self.t_min)
+        t_min = jnp.asarray(self.t_min, t.dtype)
+        return (t - t_min) / (jnp.asarray(self.T, t.dtype) - t_min)
 
     def gamma(self, t: TimeLike) -> Times:
         r"""$\gamma(t) = -\log\mathrm{SNR}(t) = -2\lambda_t$ on $[t_{\min}, T]$."""
@@ -175,5 +176,6 @@ class LearnedVPSDE(AbstractSDE):
                 0, _BISECTIONS, body, (jnp.zeros_like(level), jnp.ones_like(level))
             )
             u = 0.5 * (lo + hi)
-        t = self.t_min + u * (self.T - self.t_min)
+        t_min = jnp.asarray(self.t_min, lam.dtype)
+        t = t_min + u * (jnp.asarray(self.T, lam.dtype) - t_min)
         return jnp.where(target <= g0, low, t)
