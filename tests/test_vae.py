@@ -370,3 +370,19 @@ def test_skip_large_updates_skips_non_finite_gradients():
     assert int(state.num_skipped) == 2
     with pytest.raises(ValueError, match="`max_norm`"):
         train.skip_large_updates(optax.sgd(0.1), max_norm=0.0)
+
+
+@pytest.mark.slow  # the protocol's sample metrics: tens of seconds on the shared machine
+def test_the_digits_protocol_labels_the_importance_estimate_a_bound():
+    # The IWAE-K estimate is reported as a bound (its expectation is one), marked "≤".
+    model = _digits_vae(nn.Categorical(17))
+    report = evaluation.evaluate_digits(
+        model,
+        num_samples=130,
+        num_test=4,
+        log_prob_options={"num_samples": 20},
+        key=jr.key(0),
+    )
+    assert report.likelihood == "bound (IWAE-20 estimate)"
+    assert "≤ " in evaluation.digits_table([report])
+    assert report.bits_per_dim is not None and 0 < report.bits_per_dim < 4.09 + 1.0
