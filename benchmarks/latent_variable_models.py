@@ -4,6 +4,7 @@ Two measurements (see benchmarks/RESULTS.md, "Latent-variable models (issue 13)"
 
     python benchmarks/latent_variable_models.py digits [--steps N] [--k-eval K]
     python benchmarks/latent_variable_models.py binarised [--steps N] [--k-eval K]
+    python benchmarks/latent_variable_models.py table      # the binarised rows, paired
 
 `digits`: the 17-level digits by the digits protocol (`scoreflow.evaluation.evaluate_digits`),
 with the budget of the digits table (12 000 steps at batch 128, AdamW 1e-3, 500 warm-up
@@ -161,9 +162,13 @@ def cmd_binarised(args):
         "two_layer_k50": models.HierarchicalVAE(
             (64,), (16, 8), head=head, width=WIDTH, depth=1, num_samples=50, key=k
         ),
+        # The cheaper two-layer row of a reduced run (IWAE K = 5).
+        "two_layer_k5": models.HierarchicalVAE(
+            (64,), (16, 8), head=head, width=WIDTH, depth=1, num_samples=5, key=k
+        ),
     }
     for name, model in cases.items():
-        if args.names and name not in args.names:
+        if (args.names and name not in args.names) or (not args.names and name == "two_layer_k5"):
             continue
         res, seconds = _fit(model, x, args.steps, ema=None)
         t0 = time.perf_counter()
@@ -191,11 +196,34 @@ def cmd_binarised(args):
         print(name, {k: w for k, w in row.items() if k != "per_image_nll"}, flush=True)
 
 
+def cmd_table(args):
+    """The binarised rows as markdown, with paired differences between consecutive rows."""
+    rows = json.loads(pathlib.Path(str(OUT).format("binarised")).read_text())
+    names = [
+        n for n in ("k1", "k5", "k50", "two_layer_k50", "two_layer_k5") if f"binarised/{n}" in rows
+    ]
+    print("| model | test NLL (nats) | vs previous row (paired) | train s | eval s |")
+    print("|---|---|---|---|---|")
+    prev = None
+    for n in names:
+        r = rows[f"binarised/{n}"]
+        v = np.asarray(r["per_image_nll"])
+        diff = "—"
+        if prev is not None:
+            d = v - prev
+            diff = f"{d.mean():+.3f} ± {d.std(ddof=1) / np.sqrt(d.size):.3f}"
+        print(
+            f"| {n} | {r['test_nll_nats']:.3f} ± {r['stderr']:.3f} | {diff} "
+            f"| {r['train_seconds']:.0f} | {r['eval_seconds']:.0f} |"
+        )
+        prev = v
+
+
 def main():
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("what", choices=("digits", "binarised"))
+    p.add_argument("what", choices=("digits", "binarised", "table"))
     p.add_argument("--steps", type=int, default=12000)
     p.add_argument("--k-eval", type=int, default=5000)
     p.add_argument("--names", nargs="*", default=None)
@@ -205,7 +233,7 @@ def main():
     global WIDTH
     WIDTH = args.width or (WIDTH if args.what == "digits" else 256)
     jax.config.update("jax_enable_x64", False)
-    {"digits": cmd_digits, "binarised": cmd_binarised}[args.what](args)
+    {"digits": cmd_digits, "binarised": cmd_binarised, "table": cmd_table}[args.what](args)
 
 
 if __name__ == "__main__":
