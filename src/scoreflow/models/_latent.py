@@ -134,6 +134,14 @@ class AbstractLatentVariableModel(AbstractLikelihoodBound):
     $K = 5000$, chunked) with its standard error: an estimate whose expectation is a
     lower bound on $\log p(x)$. A subclass gives one draw's log-weight
     $\log p(x, z) - \log q(z \mid x)$ and its ELBO with whatever is analytic.
+
+    Data and the decoder's head: with `Bernoulli()` binary data, with `Gaussian(...)` real
+    data, as given. With `Categorical(L)` or `DiscretisedLogisticMixture(L)`, integer data
+    are the levels and the bound is on their probability mass; float data are points of
+    `data_range` split into $L$ equal bins (scoreflow's bin centres, or dequantised values),
+    each read as its bin, and the bound is on the piecewise-constant density $P(k)/w^D$
+    ($w$ the bin width): `scoreflow.metrics.bits_per_dim` of integer data then gives
+    exactly the mass's $-\log_2 P / D$, with no dequantisation gap.
     """
 
     head: eqx.AbstractVar[AbstractPixelHead]

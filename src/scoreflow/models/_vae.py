@@ -59,8 +59,8 @@ class VAE(AbstractLatentVariableModel):
     decoder whose output parameterises a `scoreflow.nn` output head at every element:
     `Bernoulli()` (binary data), `Gaussian(learn_variance)` (real data, fixed or learned
     bounded variance), `Categorical(L)` or `DiscretisedLogisticMixture(L)` (Salimans et
-    al. 2017) for images of $L$ levels (how data meet the head: `_latent.py`; float data
-    on `data_range` are scored as a piecewise-constant density, integer data as levels).
+    al. 2017) for images of $L$ levels (see `AbstractLatentVariableModel` for how data
+    meet a discrete head).
 
     `loss` is the negative of the model's training bound, averaged over the batch (nats
     per example): with `num_samples=1` the ELBO (eq. 10) with the analytic KL (appendix
