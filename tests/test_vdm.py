@@ -135,15 +135,23 @@ def test_vdm_trains_its_schedule_and_scores_discrete_data():
     grads = eqx.filter_jit(eqx.filter_grad(lambda m: m.loss(centres, key=key)))(model)
     for g in (grads.sde.gamma_min, grads.sde.gamma_gap, grads.sde.network.w2):
         assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.max(jnp.abs(g))) > 0
-    s = eqx.filter_jit(lambda m: m.sample(3, key=jr.key(8), grid=sf.solve.UniformGrid(4)))(model)
-    assert s.shape == (3, 4)
-    assert_allclose(evaluation.quantise(s, levels=5), s, atol=1e-12)
     with pytest.raises(ValueError, match="`x`.*levels"):
         model.elbo(jnp.full((2, 4), 5), key=key)
     with pytest.raises(ValueError, match="`levels`"):
         models.VDM(net, event_shape=(4,), levels=1)
     with pytest.raises(ValueError, match="`gamma_min`"):
         sf.sde.LearnedVPSDE(2.0, 1.0)
+
+
+@pytest.mark.slow  # a compiled probability-flow solve
+def test_vdm_samples_are_levels_of_its_discrete_decoder():
+    k1, k2 = jr.split(jr.key(5))
+    sde = _learned(8, key=k2, gamma=(-8.0, 6.0))
+    net = nn.TimeMLP((4,), width=16, depth=1, key=k1)
+    model = models.VDM(net, event_shape=(4,), sde=sde, levels=5)
+    s = eqx.filter_jit(lambda m: m.sample(3, key=jr.key(8), grid=sf.solve.UniformGrid(4)))(model)
+    assert s.shape == (3, 4)
+    assert_allclose(evaluation.quantise(s, levels=5), s, atol=1e-12)
 
 
 def test_low_discrepancy_times_cover_the_interval():
