@@ -2178,3 +2178,228 @@ ROWS += [
         "`optimizer`",
     ),
 ]
+
+
+# Latent-variable models (issue 13): data outside a decoder's support, k <= 0, latent
+# sizes that do not match the networks.
+
+
+@functools.cache
+def _vae(head=None, **kw):
+    head = nn.Bernoulli() if head is None else head
+    return models.VAE((4,), 2, head=head, width=4, depth=1, key=key(), **kw)
+
+
+class _WrongEncoder(eqx.Module):
+    # Returns a 3-d latent where the model is told 2.
+    def __call__(self, x):
+        return jnp.zeros(3), jnp.zeros(3)
+
+
+@functools.cache
+def _hvae():
+    return models.HierarchicalVAE((4,), (2, 2), head=nn.Bernoulli(), width=4, depth=1, key=key())
+
+
+def _vdm(**kw):
+    return models.VDM(lambda t, x: x, event_shape=(4,), **kw)
+
+
+ROWS += [
+    BadInput(
+        "models.vae.bernoulli_non_binary",
+        lambda: _vae().loss(jnp.full((2, 4), 0.5), key=key()),
+        _V,
+        "`x` must be binary",
+    ),
+    BadInput(
+        "models.vae.categorical_level_out_of_range",
+        lambda: _vae(nn.Categorical(5)).elbo(jnp.full((2, 4), 5), key=key()),
+        _V,
+        "`x` must hold integer pixel levels",
+    ),
+    BadInput(
+        "models.vae.categorical_outside_data_range",
+        lambda: _vae(nn.Categorical(5)).elbo(jnp.full((2, 4), 1.5), key=key()),
+        _V,
+        "`x` must lie in data_range",
+    ),
+    BadInput(
+        "models.vae.event_shape",
+        lambda: _vae().loss(jnp.zeros((2, 3)), key=key()),
+        _V,
+        r"`x` must have shape \(batch, \*\(4,\)\)",
+    ),
+    BadInput(
+        "models.vae.num_samples_zero",
+        lambda: _vae(num_samples=0),
+        _V,
+        "`num_samples` must be an int >= 1",
+    ),
+    BadInput(
+        "models.vae.elbo_num_samples",
+        lambda: _vae().elbo(jnp.zeros((2, 4)), num_samples=0, key=key()),
+        _V,
+        "`num_samples` must be an int >= 1",
+    ),
+    BadInput(
+        "models.vae.estimate_num_samples",
+        lambda: _vae().log_prob_estimate(jnp.zeros((2, 4)), num_samples=1, key=key()),
+        _V,
+        "`num_samples` must be an int >= 2",
+    ),
+    BadInput(
+        "models.vae.latent_dim_mismatch",
+        lambda: models.VAE((4,), 2, head=nn.Bernoulli(), encoder=_WrongEncoder(), key=key()),
+        _V,
+        r"`latent_dim` \(2\) must match the encoder",
+    ),
+    BadInput(
+        "models.vae.decoder_shape",
+        lambda: models.VAE(
+            (4,),
+            2,
+            head=nn.Gaussian(learn_variance=True),
+            decoder=nn.PixelDecoder(2, (4,), 1, 4, 1, key=key()),
+            key=key(),
+        ),
+        _V,
+        "`decoder` must return the head's parameters",
+    ),
+    BadInput(
+        "models.vae.head",
+        lambda: models.VAE((4,), 2, head="bernoulli", key=key()),
+        _V,
+        "`head` must be a `scoreflow.nn` output head",
+    ),
+    BadInput(
+        "models.vae.data_range",
+        lambda: _vae(data_range=(1.0, -1.0)),
+        _V,
+        "`data_range` must be finite with low < high",
+    ),
+    BadInput(
+        "models.vae.decode_latent_size",
+        lambda: _vae().decode(jnp.zeros((2, 3))),
+        _V,
+        r"`z` must have shape \(batch, 2\)",
+    ),
+    BadInput(
+        "models.hvae.latent_sizes",
+        lambda: models.HierarchicalVAE((4,), (), head=nn.Bernoulli(), key=key()),
+        _V,
+        "`latent_sizes` must be a non-empty tuple",
+    ),
+    BadInput(
+        "models.hvae.inference",
+        lambda: models.HierarchicalVAE((4,), (2,), head=nn.Bernoulli(), inference="up", key=key()),
+        _V,
+        "`inference` must be one of",
+    ),
+    BadInput(
+        "models.hvae.free_bits",
+        lambda: models.HierarchicalVAE((4,), (2,), head=nn.Bernoulli(), free_bits=-1.0, key=key()),
+        _V,
+        "`free_bits` must be non-negative",
+    ),
+    BadInput(
+        "models.hvae.warmup_steps",
+        lambda: models.HierarchicalVAE((4,), (2,), head=nn.Bernoulli(), warmup_steps=-1, key=key()),
+        _V,
+        "`warmup_steps` must be an int >= 0",
+    ),
+    BadInput(
+        "models.hvae.bernoulli_non_binary",
+        lambda: _hvae().elbo(jnp.full((2, 4), 2.0), key=key()),
+        _V,
+        "`x` must be binary",
+    ),
+    BadInput(
+        "models.hvae.elbo_num_samples",
+        lambda: _hvae().elbo(jnp.zeros((2, 4)), num_samples=-3, key=key()),
+        _V,
+        "`num_samples` must be an int >= 1",
+    ),
+    BadInput("models.vdm.levels", lambda: _vdm(levels=1), _V, "`levels` must be an int >= 2"),
+    BadInput(
+        "models.vdm.level_out_of_range",
+        lambda: _vdm(levels=5).elbo(jnp.full((2, 4), 7), key=key()),
+        _V,
+        "`x` must hold integer pixel levels",
+    ),
+    BadInput(
+        "models.vdm.outside_data_range",
+        lambda: _vdm(levels=5).loss(jnp.full((2, 4), -2.0), key=key()),
+        _V,
+        "`x` must lie in data_range",
+    ),
+    BadInput("models.vdm.sde", lambda: _vdm(sde="vp"), _V, "`sde` must be a"),
+    BadInput(
+        "models.vdm.time_sampling", lambda: _vdm(time_sampling="uniform"), _V, "`time_sampling`"
+    ),
+    BadInput(
+        "sde.learned_vp.gamma_order",
+        lambda: sf.sde.LearnedVPSDE(1.0, -1.0),
+        _V,
+        "`gamma_min` must be smaller than `gamma_max`",
+    ),
+    BadInput(
+        "sde.learned_vp.gamma_finite",
+        lambda: sf.sde.LearnedVPSDE(float("-inf"), 1.0),
+        _V,
+        "`gamma_min` must be finite",
+    ),
+    BadInput(
+        "sde.learned_vp.network", lambda: sf.sde.LearnedVPSDE(network=tiny_mlp()), _V, "`network`"
+    ),
+    BadInput("sde.learned_vp.t_min", lambda: sf.sde.LearnedVPSDE(t_min=0.0), _V, "`t_min`"),
+    BadInput("nn.monotone_mlp.width", lambda: nn.MonotoneMLP(0, key=key()), _V, "`width`"),
+    BadInput(
+        "nn.gaussian_encoder.latent_dim",
+        lambda: nn.GaussianEncoder((4,), 0, key=key()),
+        _V,
+        "`latent_dim` must be an int >= 1",
+    ),
+    BadInput(
+        "nn.gaussian_encoder.log_var_bounds",
+        lambda: nn.GaussianEncoder((4,), 2, log_var_bounds=(3.0, -3.0), key=key()),
+        _V,
+        r"`log_var_bounds\[0\]` must be smaller",
+    ),
+    BadInput(
+        "nn.pixel_decoder.num_params",
+        lambda: nn.PixelDecoder(2, (4,), 0, key=key()),
+        _V,
+        "`num_params` must be an int >= 1",
+    ),
+    BadInput(
+        "nn.residual_mlp.depth",
+        lambda: nn.ResidualMLP(2, 2, 4, -1, key=key()),
+        _V,
+        "`depth` must be an int >= 0",
+    ),
+    BadInput(
+        "nn.residual_mlp.input_size",
+        lambda: nn.ResidualMLP(2, 2, 4, 1, key=key())(jnp.zeros(3)),
+        _V,
+        "`x` must have 2 elements",
+    ),
+    BadInput(
+        "losses.iwae_bound.num_samples",
+        lambda: losses.iwae_bound(lambda x, *, key: x[:, 0], x2(), num_samples=0, key=key()),
+        _V,
+        "`num_samples` must be an int >= 1",
+    ),
+    BadInput(
+        "losses.iwae_bound.log_weight_shape",
+        lambda: losses.iwae_bound(lambda x, *, key: x, x2(), num_samples=2, key=key()),
+        _V,
+        r"`log_weight` must return shape \(2,\)",
+    ),
+    BadInput(
+        "train.skip_large_updates.max_norm",
+        lambda: sf.train.skip_large_updates(sf.train.default_optimizer(), max_norm=float("nan")),
+        _V,
+        "`max_norm` must be a finite number > 0",
+    ),
+]

@@ -190,6 +190,27 @@ def _discriminator_objective(model, x, key):
     return model.discriminator_loss(x, model.init_state(), key=key)[0]
 
 
+def _vae(key, num_samples=1):
+    # A Gaussian decoder with a learned (bounded) variance on the 2-d ring.
+    head = nn.Gaussian(learn_variance=True)
+    return models.VAE((2,), 2, head=head, width=16, depth=1, num_samples=num_samples, key=key)
+
+
+def _hvae(key):
+    head = nn.Gaussian(learn_variance=True)
+    return models.HierarchicalVAE((2,), (2, 2), head=head, width=16, depth=1, key=key)
+
+
+def _vdm(key):
+    # A learned schedule (its end points; the monotone network's shape is tested in
+    # test_vdm.py, and costs this file's compile time); the eps network is near the
+    # standard normal's, so the probability-flow density sits where the quadrature sees it.
+    k1, k2 = jr.split(key)
+    sde = sf.sde.LearnedVPSDE(-6.0, 5.0)
+    net = _randomise_last(nn.TimeMLP((2,), width=16, depth=2, key=k1), k2, scale=0.1)
+    return models.VDM(_NearStandardNormal(sde, net), event_shape=(2,), sde=sde)
+
+
 MODELS: dict[str, ModelCase] = {
     "score_sde": ModelCase(
         _score_sde,
@@ -230,6 +251,14 @@ MODELS: dict[str, ModelCase] = {
     "gmm": ModelCase(_gmm),
     "pixelcnn": ModelCase(_pixelcnn, data=pixel_data),
     "gan": ModelCase(_gan, objective=_discriminator_objective),
+    "vae": ModelCase(_vae),
+    "iwae": ModelCase(lambda key: _vae(key, num_samples=3)),
+    "hvae": ModelCase(_hvae),
+    "vdm": ModelCase(
+        _vdm,
+        sample_options=dict(grid=sf.solve.UniformGrid(4)),
+        log_prob_options=dict(rtol=1e-6, atol=1e-6),
+    ),
 }
 
 

@@ -44,10 +44,14 @@ def test_likelihood_capability_is_declared_by_type():
         "ffjord": (True, False),
         "gan": (False, False),
         "gmm": (True, False),
+        "hvae": (False, True),
+        "iwae": (False, True),
         "ncsn": (False, False),
         "pixelcnn": (True, False),
         "realnvp": (True, False),
         "score_sde": (True, False),
+        "vae": (False, True),
+        "vdm": (True, True),
     }
 
 

@@ -1,4 +1,4 @@
-"""Pure losses: score matching, noisy classifiers, contrastive divergence, NCE, GANs."""
+"""Pure losses: score matching, noisy classifiers, contrastive divergence, NCE, GANs, ELBO."""
 
 from ._adversarial import ADVERSARIAL_LOSSES as ADVERSARIAL_LOSSES
 from ._adversarial import discriminator_loss as discriminator_loss
@@ -9,6 +9,8 @@ from ._classifier import noisy_classifier_loss as noisy_classifier_loss
 from ._contrastive import contrastive_divergence as contrastive_divergence
 from ._contrastive import noise_contrastive_estimation as noise_contrastive_estimation
 from ._dsm import denoising_score_matching as denoising_score_matching
+from ._elbo import gaussian_kl as gaussian_kl
+from ._elbo import iwae_bound as iwae_bound
 from ._options import AbstractTimeSampling as AbstractTimeSampling
 from ._options import AbstractWeighting as AbstractWeighting
 from ._options import DiscreteTime as DiscreteTime
@@ -16,6 +18,7 @@ from ._options import EDMWeighting as EDMWeighting
 from ._options import LikelihoodWeighting as LikelihoodWeighting
 from ._options import LogNormalTime as LogNormalTime
 from ._options import LogSNRUniformTime as LogSNRUniformTime
+from ._options import LowDiscrepancyTime as LowDiscrepancyTime
 from ._options import SigmaSquaredWeighting as SigmaSquaredWeighting
 from ._options import UniformTime as UniformTime
 from ._options import UnitWeighting as UnitWeighting

@@ -22,8 +22,10 @@ def denoising_score_matching(
     time_sampling: AbstractTimeSampling = UniformTime(),
     reduce: str = "mean",
     labels: Array | None = None,
+    per_example: bool = False,
+    schedule_gradient: bool = False,
     key: Key,
-) -> Scalar:
+) -> Scalar | Float[Array, " batch"]:
     r"""Denoising score matching (Vincent 2011) for a model in any parameterisation.
 
     With $t$ drawn by `time_sampling`, $\varepsilon \sim N(0, I)$ and
@@ -57,6 +59,16 @@ def denoising_score_matching(
     training (Ho & Salimans 2022, arXiv:2207.12598, Algorithm 1), which draws the same
     times and noise as the unconditional loss of the same key.
 
+    In SNR form: for every linear SDE $g(t)^2 = -\frac{d\,\mathrm{SNR}}{dt}
+    \frac{\sigma_t^4}{\alpha_t^2}$ ($\mathrm{SNR} = \alpha_t^2/\sigma_t^2$), so
+    `LikelihoodWeighting()` with `reduce="sum"` is
+    $-\mathrm{SNR}'(t)\,\lVert\hat x_0 - x_0\rVert^2 = \gamma'(t)\lVert\hat\varepsilon
+    - \varepsilon\rVert^2$ ($\gamma = -\log\mathrm{SNR}$, VP), and
+    $\tfrac12(T - t_{\min})$ times it is the diffusion term of the variational diffusion
+    model's bound (Kingma et al. 2021, arXiv:2107.00630, eq. 17), which
+    `scoreflow.models.VDM` uses with `per_example=True` and, for its learned schedule,
+    `schedule_gradient=True`.
+
     Args:
         sde: the noising SDE.
         model: the model being trained (a `scoreflow.sde.AbstractPrediction`; it acts on
@@ -67,10 +79,14 @@ def denoising_score_matching(
         reduce: `"mean"` or `"sum"` over the event axes (then mean over the batch).
         labels: `(batch,)` integer class labels in `0..model.num_classes` (the last is
             the null label), or `None`: the model is called without one.
+        per_example: return the `(batch,)` per-example losses (times their importance
+            weights) instead of their mean.
+        schedule_gradient: let gradients reach the SDE's arrays (a learned schedule,
+            `scoreflow.sde.LearnedVPSDE`); by default the SDE is a constant.
         key: PRNG key.
 
     Returns:
-        The scalar loss.
+        The scalar loss (or `(batch,)` with `per_example`).
 
     Raises:
         ValueError: on a model that does not say what it predicts, an unknown option,
@@ -85,7 +101,8 @@ def denoising_score_matching(
                 f"trained with `labels`, got {type(model).__name__}."
             )
         labels = check_labels(labels, x, model.num_classes, "labels", null=True)
-    sde = stop(sde)
+    if not schedule_gradient:
+        sde = stop(sde)
     dtype = x.dtype
     parameterisation = model.parameterisation
     t, iw, eps, xt = noisy_batch(sde, x, time_sampling, key=key)
@@ -100,4 +117,5 @@ def denoising_score_matching(
         return (w * (scale * (out - target)) ** 2).astype(dtype)
 
     per = jax.vmap(one)(t, xt, eps, *(() if labels is None else (labels,)))
-    return jnp.mean(iw * reduce_event(per, reduce))
+    losses = iw * reduce_event(per, reduce)
+    return losses if per_example else jnp.mean(losses)

@@ -24,9 +24,13 @@ from ._gan import GAN as GAN
 from ._gmm import GMM as GMM
 from ._gmm import EMResult as EMResult
 from ._gmm import fit_gmm as fit_gmm
+from ._hvae import HierarchicalVAE as HierarchicalVAE
+from ._latent import AbstractLatentVariableModel as AbstractLatentVariableModel
 from ._ncsn import NCSN as NCSN
 from ._ncsn import geometric_sigmas as geometric_sigmas
 from ._ncsn import ladder_sde as ladder_sde
 from ._pixelcnn import PixelCNN as PixelCNN
 from ._realnvp import RealNVP as RealNVP
 from ._score_sde import ScoreSDE as ScoreSDE
+from ._vae import VAE as VAE
+from ._vdm import VDM as VDM

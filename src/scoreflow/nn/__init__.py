@@ -19,6 +19,11 @@ from ._heads import Categorical as Categorical
 from ._heads import DiscretisedLogisticMixture as DiscretisedLogisticMixture
 from ._heads import Gaussian as Gaussian
 from ._labels import LabelEmbedding as LabelEmbedding
+from ._latent import GaussianEncoder as GaussianEncoder
+from ._latent import MonotoneMLP as MonotoneMLP
+from ._latent import PixelDecoder as PixelDecoder
+from ._latent import ResidualMLP as ResidualMLP
+from ._latent import soft_clamp as soft_clamp
 from ._mlp import TimeMLP as TimeMLP
 from ._pixelcnn import GatedPixelCNNNetwork as GatedPixelCNNNetwork
 from ._pixelcnn import MaskedConv2d as MaskedConv2d

@@ -8,6 +8,7 @@ from ._discrete_vp import DiscreteVPSDE as DiscreteVPSDE
 from ._discrete_vp import cosine_betas as cosine_betas
 from ._discrete_vp import linear_betas as linear_betas
 from ._langevin import langevin_terms as langevin_terms
+from ._learned import LearnedVPSDE as LearnedVPSDE
 from ._parameterisation import AbstractPrediction as AbstractPrediction
 from ._parameterisation import AbstractWrappedPrediction as AbstractWrappedPrediction
 from ._parameterisation import Prediction as Prediction

@@ -8,8 +8,10 @@ from ._checkpoint import save_checkpoint as save_checkpoint
 from ._fit import FitResult as FitResult
 from ._fit import TrainingDiverged as TrainingDiverged
 from ._fit import fit as fit
+from ._optim import SkipState as SkipState
 from ._optim import alternating as alternating
 from ._optim import default_optimizer as default_optimizer
+from ._optim import skip_large_updates as skip_large_updates
 from ._sharding import initialize_distributed as initialize_distributed
 from ._sharding import is_main_process as is_main_process
 from ._state import TrainState as TrainState

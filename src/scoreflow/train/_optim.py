@@ -1,3 +1,4 @@
+import math
 from collections.abc import Callable, Hashable, Sequence
 from typing import NamedTuple
 
@@ -103,3 +104,49 @@ def alternating(
         for name, tx in transforms.items()
     }
     return optax.multi_transform(wrapped, labels)
+
+
+class SkipState(NamedTuple):
+    """The state of `skip_large_updates`: the inner optimiser's, and the skips so far."""
+
+    inner: optax.OptState
+    num_skipped: jax.Array
+
+
+def skip_large_updates(
+    inner: optax.GradientTransformation, max_norm: float
+) -> optax.GradientTransformation:
+    r"""Skip every step whose gradient norm is at least `max_norm` or not finite.
+
+    VDVAE's guard against the rare exploding gradient of a deep hierarchical VAE (Child
+    2021, "Very Deep VAEs", arXiv:2011.10650, sec. 3.3): the global norm of the raw
+    gradient is measured *before* `inner` (which may clip); above the threshold, or
+    NaN / inf, the update is zero and `inner`'s state (moments, step count, schedule)
+    does not advance, so a skipped step leaves no trace beside the counter
+    `SkipState.num_skipped`. Otherwise it is `inner`'s step, unchanged.
+
+    Args:
+        inner: the optimiser to guard (e.g. `default_optimizer(...)`, which clips).
+        max_norm: the skip threshold on the gradient's global norm (> 0).
+
+    Returns:
+        An optax transformation.
+    """
+    if not (isinstance(max_norm, int | float) and math.isfinite(max_norm) and max_norm > 0):
+        raise ValueError(f"`max_norm` must be a finite number > 0, got {max_norm!r}.")
+
+    def init_fn(params):
+        return SkipState(inner.init(params), jnp.zeros((), jnp.int32))
+
+    def update_fn(updates, state, params=None):
+        leaves = jax.tree_util.tree_leaves(updates)
+        norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in leaves)) if leaves else jnp.zeros(())
+        ok = jnp.isfinite(norm) & (norm < max_norm)
+        new_updates, new_inner = inner.update(updates, state.inner, params)
+        new_updates = jax.tree_util.tree_map(
+            lambda u: jnp.where(ok, u, jnp.zeros_like(u)), new_updates
+        )
+        new_inner = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new_inner, state.inner)
+        return new_updates, SkipState(new_inner, state.num_skipped + (~ok).astype(jnp.int32))
+
+    return optax.GradientTransformation(init_fn, update_fn)
