@@ -16,6 +16,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .. import _checks
+from ._conv import conv2d
 
 MASK_TYPES: tuple[str, ...] = ("A", "B")
 
@@ -119,7 +120,7 @@ class MaskedConv2d(eqx.Module):
 
     def __call__(self, x: Float[Array, "c h w"]) -> Float[Array, "o h w"]:
         w = self.conv.weight * jnp.asarray(self.mask, self.conv.weight.dtype)
-        return eqx.tree_at(lambda c: c.weight, self.conv, w)(x)
+        return conv2d(eqx.tree_at(lambda c: c.weight, self.conv, w), x)
 
 
 def _shift_down(v):
@@ -177,10 +178,10 @@ class _GatedLayer(eqx.Module):
         self.h_label = _label_embedding(num_classes, 2 * width, k[6])
 
     def __call__(self, v, h, y):
-        v_pre = self.vertical(v)
+        v_pre = conv2d(self.vertical, v)
         cv = None if self.v_label is None else self.v_label(y)
         ch = None if self.h_label is None else self.h_label(y)
-        h_pre = self.horizontal(h) + self.link(_shift_down(v_pre))
+        h_pre = self.horizontal(h) + conv2d(self.link, _shift_down(v_pre))
         v_out = _gate(v_pre, cv)
         gated = _gate(h_pre, ch)
         h_out = gated if self.residual is None else h + self.residual(gated)
