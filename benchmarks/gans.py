@@ -17,7 +17,8 @@ seed 0 for every variant: mode collapse, where it happens, is visible there).
 `digits` trains a DCGAN-style GAN (`nn.DCGANGenerator` / `nn.DCGANDiscriminator`,
 width 32; `--loss`, `--spectral-norm`) on the digits training split at its bin centres
 in [-1, 1] and scores its EMA generator with `scoreflow.evaluation.evaluate_digits`
-(no likelihood; FD-digits, KID, IS, precision / recall, density / coverage). Writes `gans_digits.json` and
+(no likelihood; FD-digits, KID, IS, precision / recall, density / coverage). Writes
+`gans_digits.json` and
 `digits_eval_gan.png`.
 """
 
