@@ -15,9 +15,10 @@ mode, and the unbiased MMD^2 (`metrics.mmd2`, Gaussian kernel, median bandwidth)
 seed 0 for every variant: mode collapse, where it happens, is visible there).
 
 `digits` trains a DCGAN-style GAN (`nn.DCGANGenerator` / `nn.DCGANDiscriminator`,
-width 32) on the digits training split at its bin centres in [-1, 1] and scores its EMA
-generator with `scoreflow.evaluation.evaluate_digits` (no likelihood; FD-digits, KID,
-IS, precision / recall, density / coverage). Writes `gans_digits.json` and
+width 32; `--loss`, `--spectral-norm`) on the digits training split at its bin centres
+in [-1, 1] and scores its EMA generator with `scoreflow.evaluation.evaluate_digits`
+(no likelihood; FD-digits, KID, IS, precision / recall, density / coverage). Writes
+`gans_digits.json` and
 `digits_eval_gan.png`.
 """
 
@@ -175,12 +176,12 @@ def _summary(rows):
         )
 
 
-def digits(steps, width, num_samples):
+def digits(steps, width, num_samples, loss="non_saturating", spectral_norm=False, tag=""):
     x = data.digits("train", dtype=jnp.float32)
     k1, k2 = jr.split(jr.key(0))
     gen = nn.DCGANGenerator(32, (1, 8, 8), width=width, key=k1)
-    disc = nn.DCGANDiscriminator((1, 8, 8), width=width, spectral_norm=True, key=k2)
-    gan = models.GAN(gen, disc, event_shape=(1, 8, 8), latent_dim=32, loss="hinge")
+    disc = nn.DCGANDiscriminator((1, 8, 8), width=width, spectral_norm=spectral_norm, key=k2)
+    gan = models.GAN(gen, disc, event_shape=(1, 8, 8), latent_dim=32, loss=loss)
     t0 = time.perf_counter()
     res = train.fit(
         gan,
@@ -195,13 +196,13 @@ def digits(steps, width, num_samples):
     seconds = time.perf_counter() - t0
     report = evaluation.evaluate_digits(
         res.ema_model,
-        name=f"GAN (DCGAN, hinge + SN, {steps} steps)",
+        name=f"GAN (DCGAN, {loss}{' + SN' if spectral_norm else ''}, {steps} steps)",
         num_samples=num_samples,
         train_seconds=seconds,
-        png=str(HERE / "digits_eval_gan.png"),
+        png=str(HERE / f"digits_eval_gan{tag}.png"),
         key=jr.key(2),
     )
-    (HERE / "gans_digits.json").write_text(json.dumps(report.asdict(), indent=1))
+    (HERE / f"gans_digits{tag}.json").write_text(json.dumps(report.asdict(), indent=1))
     print(evaluation.digits_table([report]))
 
 
@@ -217,11 +218,14 @@ def main(argv=None):
     g.add_argument("--steps", type=int, default=3000)
     g.add_argument("--width", type=int, default=32)
     g.add_argument("--num-samples", type=int, default=1000)
+    g.add_argument("--loss", default="non_saturating")
+    g.add_argument("--spectral-norm", action="store_true")
+    g.add_argument("--tag", default="", help="suffix of the output files")
     a = p.parse_args(argv)
     if a.cmd == "toy":
         toy(a.seeds, a.steps, a.variants, a.datasets)
     else:
-        digits(a.steps, a.width, a.num_samples)
+        digits(a.steps, a.width, a.num_samples, a.loss, a.spectral_norm, a.tag)
 
 
 if __name__ == "__main__":
