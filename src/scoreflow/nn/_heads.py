@@ -23,10 +23,11 @@ def _refuse_outside(x, bad, name: str, message: str):
     # Concrete data raises at once; traced data at run time (as `_checks.labels` does).
     value = _checks.concrete(x)
     if value is not None:
-        if value.size and bool(jnp.any(bad(value))):
+        # NumPy here: jnp on a constant inside a caller's trace would be staged.
+        if value.size and bool(np.any(bad(value, np))):
             raise ValueError(f"`{name}` {message}")
         return jnp.asarray(x)
-    return eqx.error_if(x, jnp.any(bad(x)), f"`{name}` {message}")
+    return eqx.error_if(x, jnp.any(bad(x, jnp)), f"`{name}` {message}")
 
 
 class AbstractPixelHead(eqx.Module):
@@ -60,7 +61,7 @@ class AbstractPixelHead(eqx.Module):
 def _check_levels(x, num_levels: int, name: str):
     return _refuse_outside(
         x,
-        lambda v: (v < 0) | (v > num_levels - 1) | (v != jnp.round(v)),
+        lambda v, xp: (v < 0) | (v > num_levels - 1) | (v != xp.round(v)),
         name,
         f"must hold integer pixel levels in 0..{num_levels - 1}.",
     )
@@ -185,7 +186,9 @@ class Bernoulli(AbstractPixelHead):
         return jr.bernoulli(key, jax.nn.sigmoid(params[..., 0])).astype(params.dtype)
 
     def check_data(self, x, name="x"):
-        return _refuse_outside(x, lambda v: (v != 0) & (v != 1), name, "must be binary (0 or 1).")
+        return _refuse_outside(
+            x, lambda v, xp: (v != 0) & (v != 1), name, "must be binary (0 or 1)."
+        )
 
 
 class Gaussian(AbstractPixelHead):
