@@ -24,7 +24,7 @@ class DiskDataset:
 
     Args:
         arrays: one array `(N, ...)` or a tuple / dict of arrays with a common leading
-            axis (`(x, y)`), typically `numpy.memmap`s (see `open_npy`, `open_npz`,
+            axis (`(x, y)`), typically `numpy.memmap` arrays (see `open_npy`, `open_npz`,
             `open_idx`).
         transform: applied on the host to every block of rows read, as a pytree of NumPy
             arrays (e.g. `lambda x: x.astype(np.float32) / 255`); it must act on each

@@ -79,7 +79,7 @@ class VAE(AbstractLatentVariableModel):
         event_shape: the shape of one example.
         latent_dim: the size of $z$.
         head: the decoder's output head.
-        width: hidden width of the default encoder and decoder (`ResidualMLP`s).
+        width: hidden width of the default encoder and decoder (each a `ResidualMLP`).
         depth: their residual blocks.
         num_samples: $K$ of the training bound (1: the ELBO; > 1: the IWAE bound).
         encoder: a network `x -> (mean, log_var)` of one example (default a

@@ -26,7 +26,7 @@ class VDM(AbstractExactLikelihood, AbstractLikelihoodBound, AbstractPrediction):
 
     $$-\log p(x) \le \underbrace{\mathrm{KL}(q(z_T \mid x) \,\|\, p(z_T))}_{\rm prior}
     + \underbrace{E_q[-\log p(x \mid z_{t_{\min}})]}_{\rm reconstruction}
-    + \underbrace{\tfrac12\int_{t_{\min}}^T g(t)^2\,E\lVert s_\theta(t, z_t) -
+    + \underbrace{\tfrac12\int_{t_{\min}}^T g(t)^2\,E\lVert s_{\theta}(t, z_t) -
     \nabla\log q(z_t \mid x)\rVert^2 dt}_{\rm diffusion}.$$
 
     The diffusion term is `scoreflow.losses.denoising_score_matching` with
