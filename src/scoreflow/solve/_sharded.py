@@ -63,6 +63,21 @@ def _raise_if_failed(result, throw: bool):
 
 
 @eqx.filter_jit
+def _shard_over_batch(body, mesh, dynamic, batch, key):
+    # `body(dynamic, shard, key) -> (per-example outputs, per-device solve records)` on
+    # each device's rows; the records come back combined over the mesh.
+    shard = jax.shard_map(
+        body,
+        mesh=mesh,
+        in_specs=(PartitionSpec(), _SPEC, PartitionSpec()),
+        out_specs=(_SPEC, _SPEC),
+        check_vma=False,
+    )
+    batched, (num_steps, nfe, stats, result) = shard(dynamic, batch, key)
+    num_steps, nfe, result = _combine(num_steps, nfe, result)
+    return batched, (num_steps, nfe, stats, result)
+
+
 def _manual_sample(dynamic, static, y0, key, mesh, method, options):
     def body(dynamic, y, key):
         sde, model = eqx.combine(dynamic, static)
@@ -74,15 +89,7 @@ def _manual_sample(dynamic, static, y0, key, mesh, method, options):
             res = solve_reverse_sde(sde, model, y, key=key, **options)
         return res.samples, _per_device((res.num_steps, res.nfe, res.stats, res.result))
 
-    shard = jax.shard_map(
-        body,
-        mesh=mesh,
-        in_specs=(PartitionSpec(), _SPEC, PartitionSpec()),
-        out_specs=(_SPEC, _SPEC),
-        check_vma=False,
-    )
-    samples, (num_steps, nfe, stats, result) = shard(dynamic, y0, key)
-    num_steps, nfe, result = _combine(num_steps, nfe, result)
+    samples, (num_steps, nfe, stats, result) = _shard_over_batch(body, mesh, dynamic, y0, key)
     return SampleResult(samples=samples, num_steps=num_steps, nfe=nfe, stats=stats, result=result)
 
 
@@ -175,15 +182,7 @@ def _manual_log_likelihood(dynamic, static, x, key, mesh, options):
         batched = (res.log_prob, res.std_error, res.prior_log_prob, res.delta_log_prob, res.z)
         return batched, _per_device((res.num_steps, res.nfe, res.stats, res.result))
 
-    shard = jax.shard_map(
-        body,
-        mesh=mesh,
-        in_specs=(PartitionSpec(), _SPEC, PartitionSpec()),
-        out_specs=(_SPEC, _SPEC),
-        check_vma=False,
-    )
-    batched, (num_steps, nfe, stats, result) = shard(dynamic, x, key)
-    num_steps, nfe, result = _combine(num_steps, nfe, result)
+    batched, (num_steps, nfe, stats, result) = _shard_over_batch(body, mesh, dynamic, x, key)
     log_prob, std_error, prior_lp, delta, z = batched
     return LikelihoodResult(
         log_prob=log_prob,
