@@ -18,12 +18,8 @@ measured:
 """
 
 import argparse
-import importlib.machinery
-import importlib.util
 import math
-import sys
 import time
-import types
 from pathlib import Path
 
 import jax
@@ -33,8 +29,8 @@ jax.config.update("jax_enable_x64", True)
 import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy.integrate import solve_ivp  # noqa: E402
-from scipy.special import logsumexp  # noqa: E402
+from mixture_families import TorchDenoiser  # noqa: E402
+from peers import PEERS, errors, load_k_diffusion_sampling, reference  # noqa: E402
 
 import scoreflow as sf  # noqa: E402
 
@@ -53,151 +49,6 @@ def case(name):
     std = np.random.default_rng(1).uniform(0.3, 1.5, size=(5, 16))
     w = np.random.default_rng(2).dirichlet(np.ones(5))
     return w, mu, std**2
-
-
-def np_denoise(x, sig, w, mu, var):
-    v = var[None] + sig**2
-    r = x[:, None, :] - mu[None]
-    lp = np.log(w)[None] - 0.5 * np.sum(r**2 / v + np.log(v), -1)
-    resp = np.exp(lp - logsumexp(lp, 1, keepdims=True))
-    return np.einsum("nk,nkd->nd", resp, mu[None] + var[None] / v * r)
-
-
-def reference(y0, smax, smin, w, mu, var):
-    """DOP853 in u = log sigma on dy/du = y - D(y, sigma), then the final denoise."""
-    d = y0.shape[1]
-
-    def rhs(u, y):
-        Y = y.reshape(-1, d)
-        return (Y - np_denoise(Y, math.exp(u), w, mu, var)).ravel()
-
-    sol = solve_ivp(
-        rhs, (math.log(smax), math.log(smin)), y0.ravel(), "DOP853", rtol=1e-10, atol=1e-10
-    )
-    return np_denoise(sol.y[:, -1].reshape(-1, d), smin, w, mu, var)
-
-
-def errors(x, ref):
-    per = np.sqrt(np.sum((np.asarray(x) - ref) ** 2, 1) / ref.shape[1])
-    return float(np.sqrt(np.mean(per**2))), float(np.median(per))
-
-
-# ----------------------------------------------------------------------------- peers
-def load_k_diffusion_sampling():
-    """Import only k-diffusion's sampling module (its package imports pull in images)."""
-    import torch
-
-    spec = importlib.util.find_spec("k_diffusion")
-    path = Path(spec.submodule_search_locations[0]) / "sampling.py"
-    pkg = types.ModuleType("k_diffusion")
-    pkg.__path__ = [str(path.parent)]
-    utils = types.ModuleType("k_diffusion.utils")
-    utils.append_dims = lambda x, n: x[(...,) + (None,) * (n - x.ndim)]
-    for name in ("torchdiffeq", "torchsde"):
-        if name not in sys.modules and importlib.util.find_spec(name) is None:
-            stub = types.ModuleType(name)
-            stub.__spec__ = importlib.machinery.ModuleSpec(name, None)
-            stub.odeint = None  # only k-diffusion's log_likelihood / SDE samplers use these
-            stub.BrownianInterval = None
-            sys.modules[name] = stub
-    sys.modules.setdefault("k_diffusion", pkg)
-    sys.modules["k_diffusion.utils"] = utils
-    spec2 = importlib.util.spec_from_file_location("k_diffusion.sampling", path)
-    mod = importlib.util.module_from_spec(spec2)
-    spec2.loader.exec_module(mod)
-    del torch
-    return mod
-
-
-class TorchDenoiser:
-    def __init__(self, w, mu, var):
-        import torch
-
-        self.torch = torch
-        self.logw = torch.tensor(np.log(w))
-        self.mu = torch.tensor(mu)
-        self.var = torch.tensor(var)
-        self.calls = 0
-
-    def __call__(self, x, sigma):
-        torch = self.torch
-        self.calls += 1
-        s = sigma.reshape(-1)[0] if isinstance(sigma, torch.Tensor) else torch.tensor(sigma)
-        v = self.var[None] + s**2
-        r = x[:, None, :] - self.mu[None]
-        lp = self.logw[None] - 0.5 * torch.sum(r**2 / v + torch.log(v), -1)
-        resp = torch.softmax(lp, 1)
-        return torch.einsum("nk,nkd->nd", resp, self.mu[None] + self.var[None] / v * r)
-
-
-def karras_sigmas(n, smax=80.0, smin=0.002, rho=7.0):
-    i = np.linspace(0, 1, n)
-    return (smax ** (1 / rho) + i * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
-
-
-def run_k_diffusion(kd, fn_name, den, x_T, nfe):
-    import torch
-
-    fn = getattr(kd, fn_name)
-    n = (nfe + 1) // 2 if fn_name == "sample_heun" else nfe
-    if n < 2:
-        return None
-    sig = torch.tensor(np.concatenate([karras_sigmas(n), [0.0]]))
-    den.calls = 0
-    t = time.perf_counter()
-    with torch.no_grad():
-        out = fn(lambda x, s: den(x, s), torch.tensor(x_T), sig, disable=True)
-    return out.numpy(), den.calls, time.perf_counter() - t
-
-
-def run_diffusers(cls_name, order, den, x_T, nfe):
-    import diffusers
-    import torch
-
-    cls = getattr(diffusers, cls_name)
-    kw = dict(prediction_type="sample", solver_order=order, final_sigmas_type="zero")
-    if cls_name == "DPMSolverMultistepScheduler":
-        kw["algorithm_type"] = "dpmsolver++"
-    sch = cls(**kw)
-    sch.set_timesteps(nfe)
-    # Replace the discrete VP schedule by EDM's Karras sigmas (+ final 0): diffusers'
-    # multistep schedulers only read `sigmas[step_index]` through alpha = 1/sqrt(1+s^2).
-    sig = torch.tensor(np.concatenate([karras_sigmas(nfe), [0.0]]))
-    sch.sigmas = sig
-    sch.timesteps = torch.arange(nfe - 1, -1, -1)
-    sch.num_inference_steps = nfe
-    den.calls = 0
-    x = torch.tensor(x_T) / math.sqrt(1 + 80.0**2)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for i, ts in enumerate(sch.timesteps):
-            s = sig[i]
-            out = den(x * torch.sqrt(1 + s**2), s)
-            x = sch.step(out, ts, x).prev_sample
-    return x.numpy(), den.calls, time.perf_counter() - t0
-
-
-PEERS = [
-    ("k-diffusion lms", lambda kd, d, x, n: run_k_diffusion(kd, "sample_lms", d, x, n)),
-    ("k-diffusion dpmpp_2m", lambda kd, d, x, n: run_k_diffusion(kd, "sample_dpmpp_2m", d, x, n)),
-    ("k-diffusion heun", lambda kd, d, x, n: run_k_diffusion(kd, "sample_heun", d, x, n)),
-    (
-        "diffusers UniPC-2",
-        lambda kd, d, x, n: run_diffusers("UniPCMultistepScheduler", 2, d, x, n),
-    ),
-    (
-        "diffusers UniPC-3",
-        lambda kd, d, x, n: run_diffusers("UniPCMultistepScheduler", 3, d, x, n),
-    ),
-    (
-        "diffusers DPM++2M",
-        lambda kd, d, x, n: run_diffusers("DPMSolverMultistepScheduler", 2, d, x, n),
-    ),
-    (
-        "diffusers DPM++3M",
-        lambda kd, d, x, n: run_diffusers("DPMSolverMultistepScheduler", 3, d, x, n),
-    ),
-]
 
 
 # ----------------------------------------------------------------------------- scoreflow
