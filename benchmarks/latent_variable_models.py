@@ -5,6 +5,8 @@ Two measurements (see benchmarks/RESULTS.md, "Latent-variable models (issue 13)"
     python benchmarks/latent_variable_models.py digits [--steps N] [--k-eval K]
     python benchmarks/latent_variable_models.py binarised [--steps N] [--k-eval K]
     python benchmarks/latent_variable_models.py table      # the binarised rows, paired
+    python benchmarks/latent_variable_models.py ring [--steps N]
+    python benchmarks/latent_variable_models.py digits-design --steps 2000 --k-eval 500
 
 `digits`: the 17-level digits by the digits protocol (`scoreflow.evaluation.evaluate_digits`),
 with the budget of the digits table (12 000 steps at batch 128, AdamW 1e-3, 500 warm-up
@@ -19,12 +21,20 @@ the raw levels), a Bernoulli decoder, trained with K = 1, 5, 50 and a two-layer 
 (IWAE K = 50, Burda et al.'s best architecture), each scored by the IWAE-5000 estimate of
 the test NLL in nats (mean over the 359 test images, with its standard error over images).
 
-Rows go to `latent_variable_models_digits.json` and `latent_variable_models_binarised.json`;
-sample grids `lvm_digits_<name>.png`.
+`ring`: the ring of eight Gaussians (`data.ring_mixture`, 20 000 training points): VAE,
+IWAE (K = 5, 50) and a two-layer hierarchical VAE with a learned-variance Gaussian decoder
+and 2-d latents, scored by `evaluation.evaluate_2d` (KL(data || model) with the model's
+IWAE-K estimate, an upper bound in expectation; MMD; modes), and for the one-layer models
+also with $\log p(x) = \log \int p(x \mid z) p(z) dz$ by quadrature on a grid of $z$:
+a check of the estimate that does not use the encoder.
+
+Rows go to `latent_variable_models_{digits,binarised,ring}.json`; sample grids
+`lvm_digits_<name>.png`.
 """
 
 import argparse
 import json
+import math
 import pathlib
 import time
 
@@ -148,6 +158,70 @@ def cmd_digits(args):
             print(evaluation.digits_table([evaluation.DigitsReport(**r)]), extra, flush=True)
 
 
+# The hierarchical VAE's settings, chosen on a validation split of the training images
+# (`digits-design`), never on the test images: (depth, warm-up share of the steps, free bits).
+HVAE_DESIGN = {
+    "hvae_d1_fb0.1": (1, 0.1, 0.1),
+    "hvae_d2_fb0.1": (2, 0.1, 0.1),
+    "hvae_d2_fb0": (2, 0.0, 0.0),
+    "hvae_d2_warm0.3": (2, 0.3, 0.1),
+}
+
+
+def cmd_digits_design(args):
+    """Validation bits/dim (IWAE-K) of the VAE and hierarchical-VAE variants."""
+    raw = np.asarray(data.digits_raw("train")).reshape(-1, *EVENT)
+    perm = np.random.default_rng(0).permutation(raw.shape[0])
+    n_val = raw.shape[0] // 5
+    val, fit = jnp.asarray(raw[perm[:n_val]]), data.digits("train")[perm[n_val:]]
+    head, k = nn.DiscretisedLogisticMixture(data.DIGITS_LEVELS, 5), jr.key(0)
+    cases = {"vae": models.VAE(EVENT, 32, head=head, width=WIDTH, depth=2, key=k)}
+    for name, (depth, warm, fb) in HVAE_DESIGN.items():
+        cases[name] = models.HierarchicalVAE(
+            EVENT,
+            (32, 16),
+            head=head,
+            width=WIDTH,
+            depth=depth,
+            warmup_steps=int(warm * args.steps),
+            free_bits=fb,
+            key=k,
+        )
+    estimate = eqx.filter_jit(
+        lambda m, x, key: m.log_prob_estimate(x, num_samples=args.k_eval, chunk_size=250, key=key)
+    )
+    for name, model in cases.items():
+        if args.names and name not in args.names:
+            continue
+        optimizer = None
+        if name != "vae":
+            optimizer = train.skip_large_updates(
+                train.default_optimizer(
+                    1e-3, num_steps=args.steps, warmup_steps=min(500, args.steps // 10)
+                ),
+                400.0,
+            )
+        res, seconds = _fit(model, fit, args.steps, optimizer=optimizer)
+        v = np.concatenate(
+            [
+                np.asarray(estimate(res.ema_model, val[i : i + 64], jr.fold_in(jr.key(7), i)).value)
+                for i in range(0, val.shape[0], 64)
+            ]
+        )
+        bpd = -v / (math.prod(EVENT) * math.log(2))
+        row = {
+            "validation_bpd": float(bpd.mean()),
+            "stderr": float(bpd.std(ddof=1) / math.sqrt(bpd.size)),
+            "per_image_bpd": [round(float(b), 5) for b in bpd],
+            "train_seconds": seconds,
+            "steps": args.steps,
+            "k_eval": args.k_eval,
+            "width": WIDTH,
+        }
+        _record(f"digitsdesign/{name}", row)
+        print(name, {a: b for a, b in row.items() if a != "per_image_bpd"}, flush=True)
+
+
 def binarised(split):
     return (np.asarray(data.digits_raw(split)).reshape(-1, 64) >= 8).astype(np.float64)
 
@@ -219,21 +293,78 @@ def cmd_table(args):
         prev = v
 
 
+def quadrature_log_prob(model, x, half_width=6.0, num=301, chunk=256):
+    """$\log p(x)$ of a VAE with a 2-d latent by the trapezoid-free grid sum over z."""
+    g = jnp.linspace(-half_width, half_width, num, dtype=x.dtype)
+    z = jnp.stack(jnp.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    log_pz = -0.5 * jnp.sum(z**2, -1) - jnp.log(2 * jnp.pi)
+    params = model.decode(z)  # (num^2, 2, num_params)
+    log_cell = 2 * jnp.log(g[1] - g[0])
+
+    @jax.jit
+    def one_chunk(xc):
+        lp = jnp.sum(jax.vmap(lambda xi: model.head.log_prob(params, xi[None]))(xc), -1)
+        return jax.nn.logsumexp(lp + log_pz[None], axis=1) + log_cell
+
+    return jnp.concatenate([one_chunk(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
+
+
+def cmd_ring(args):
+    ring = data.ring_mixture(F32)
+    x = ring.sample(20_000, key=jr.key(0))
+    head, k = nn.Gaussian(learn_variance=True), jr.key(0)
+    vae = lambda n: models.VAE((2,), 2, head=head, width=WIDTH, depth=2, num_samples=n, key=k)
+    cases = {
+        "vae": vae(1),
+        "iwae5": vae(5),
+        "iwae50": vae(50),
+        "hvae": models.HierarchicalVAE(
+            (2,), (2, 2), head=head, width=WIDTH, depth=2, num_samples=1, key=k
+        ),
+    }
+    for i, (name, model) in enumerate(cases.items()):
+        if args.names and name not in args.names:
+            continue
+        res, seconds = _fit(model, x, args.steps, ema=0.999)
+        trained = res.ema_model
+        rep = evaluation.evaluate_2d(
+            trained,
+            ring,
+            name=name,
+            num_samples=2000,
+            num_eval=args.num_eval,
+            log_prob_options={"num_samples": args.k_eval, "chunk_size": 250},
+            key=jr.fold_in(jr.key(20), i),
+        )
+        row = {**rep.asdict(), "train_seconds": seconds, "steps": args.steps, "width": WIDTH}
+        if isinstance(trained, models.VAE):
+            # The same evaluation points as evaluate_2d's (its first key split).
+            x_eval = ring.sample(args.num_eval, key=jr.split(jr.fold_in(jr.key(20), i), 5)[0])
+            log_q = quadrature_log_prob(trained, x_eval)
+            kl = sf.metrics.kl_divergence(ring.log_prob(x_eval), log_q)
+            row["kl_quadrature"], row["kl_quadrature_se"] = float(kl.value), float(kl.stderr)
+        _record(f"ring/{name}", row)
+        print(name, row, flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("what", choices=("digits", "binarised", "table"))
+    p.add_argument("what", choices=("digits", "binarised", "table", "ring", "digits-design"))
     p.add_argument("--steps", type=int, default=12000)
     p.add_argument("--k-eval", type=int, default=5000)
     p.add_argument("--names", nargs="*", default=None)
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument("--num-eval", type=int, default=2000, help="ring: data points of the KL")
     args = p.parse_args()
     global WIDTH
-    WIDTH = args.width or (WIDTH if args.what == "digits" else 256)
+    WIDTH = args.width or {"digits": WIDTH, "ring": 128, "digits-design": 256}.get(args.what, 256)
     jax.config.update("jax_enable_x64", False)
-    {"digits": cmd_digits, "binarised": cmd_binarised, "table": cmd_table}[args.what](args)
+    commands = {"digits": cmd_digits, "binarised": cmd_binarised, "table": cmd_table}
+    commands["ring"], commands["digits-design"] = cmd_ring, cmd_digits_design
+    commands[args.what](args)
 
 
 if __name__ == "__main__":

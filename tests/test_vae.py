@@ -119,6 +119,21 @@ def test_exact_posterior_makes_every_bound_log_p():
     assert_allclose(elbo, log_p, atol=float(5 * se.max()))
 
 
+def test_evaluate_2d_scores_a_vae_by_its_estimate_against_the_exact_density():
+    # The PPCA marginal as the "mixture": with the exact posterior as encoder the
+    # IWAE estimate is log p, so the KL is 0; a wrong encoder gives a positive one.
+    w, mu = _ppca()
+    ppca = sf.GaussianMixture(jnp.ones(1), mu[None], (w @ w.T + NOISE * jnp.eye(D))[None])
+    opts = dict(num_samples=200, num_eval=300, num_permutations=20, key=jr.key(4))
+    opts["log_prob_options"] = {"num_samples": 50}
+    exact = evaluation.evaluate_2d(_vae(_posterior(w, mu), LinearDecoder(w, mu)), ppca, **opts)
+    assert exact.likelihood == "bound (IWAE-50 estimate)"
+    assert abs(exact.kl) < 1e-9 and exact.modes_captured == 1
+    e = _posterior(w, mu)
+    wrong = _vae(LinearEncoder(e.a * 0.7, e.b + 0.3, e.log_var + 0.5), LinearDecoder(w, mu))
+    assert evaluation.evaluate_2d(wrong, ppca, **opts).kl > 1e-3
+
+
 def test_iwae_bound_increases_with_k_towards_log_p():
     # Burda et al. 2016, Theorem 1: L_1 <= L_5 <= L_50 <= ... <= log p(x), with a proposal
     # that is wider and shifted from the posterior.

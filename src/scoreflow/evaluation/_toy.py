@@ -13,6 +13,7 @@ from ..analytic import GaussianMixture
 from ..models import (
     AbstractExactLikelihood,
     AbstractGenerativeModel,
+    AbstractLatentVariableModel,
     AbstractUnnormalisedLikelihood,
 )
 from ._normalise import AIS_LABEL, normalised
@@ -35,7 +36,8 @@ class ToyReport:
     num_nonfinite: int
     likelihood_seconds: float | None
     sample_seconds: float
-    likelihood: str = "exact"  # "exact", "estimate (AIS)" or "none"
+    # "exact", "estimate (AIS)", "bound (IWAE-K estimate)" or "none"
+    likelihood: str = "exact"
 
     def asdict(self) -> dict:
         return dataclasses.asdict(self)
@@ -59,7 +61,10 @@ def evaluate_2d(
     - $\mathrm{KL}(\text{data} \,\|\, \text{model})$ with its standard error, from the
       exact data log-density and the model's `log_prob` at `num_eval` fresh data samples
       (exact-likelihood models; an unnormalised model, an `EBM`, normalised by its
-      `log_normaliser` estimate, whose standard error is added in quadrature);
+      `log_normaliser` estimate, whose standard error is added in quadrature; a
+      latent-variable model, a `VAE` or `HierarchicalVAE`, by its importance-sampled
+      `log_prob_estimate`, whose expectation is a lower bound on its $\log p$, so that
+      this KL is an upper bound in expectation);
     - unbiased MMD² (Gaussian kernel, median heuristic) between `num_samples` model
       samples and as many exact ones, with its permutation p-value;
     - mode coverage (modes captured, share within 3 standard deviations, KL of the mass
@@ -73,7 +78,9 @@ def evaluate_2d(
         num_eval: data points for the KL.
         num_permutations: relabellings of the MMD test.
         sample_options: keyword arguments of `model.sample`.
-        log_prob_options: keyword arguments of `model.log_prob`.
+        log_prob_options: keyword arguments of `model.log_prob` (of
+            `model.log_prob_estimate` for a latent-variable model: `num_samples`, the
+            $K$ of the estimate, default 5000, and `chunk_size`).
         normaliser_options: keyword arguments of `model.log_normaliser` (an unnormalised
             model).
         key: PRNG key.
@@ -90,17 +97,23 @@ def evaluate_2d(
     kl = kl_se = lik_s = None
     label = "none"
     unnormalised = isinstance(model, AbstractUnnormalisedLikelihood)
-    if isinstance(model, AbstractExactLikelihood) or unnormalised:
+    latent = isinstance(model, AbstractLatentVariableModel)
+    if isinstance(model, AbstractExactLikelihood) or unnormalised or latent:
         x_eval = mixture.sample(num_eval, key=k_eval)
         t0 = time.perf_counter()
         scored, log_z_se, label = model, 0.0, "exact"
+        options = dict(log_prob_options or {})
         if unnormalised:
             k_z, k_lik = jr.split(k_lik)
             scored, log_z_se = normalised(model, normaliser_options, key=k_z)
             label = AIS_LABEL
-        log_q = jax.block_until_ready(
-            scored.log_prob(x_eval, key=k_lik, **(log_prob_options or {}))
-        )
+        if latent:
+            options.setdefault("num_samples", 5000)
+            label = f"bound (IWAE-{options['num_samples']} estimate)"
+            est = model.log_prob_estimate(x_eval, key=k_lik, **options)
+            log_q = jax.block_until_ready(est.value)
+        else:
+            log_q = jax.block_until_ready(scored.log_prob(x_eval, key=k_lik, **options))
         lik_s = time.perf_counter() - t0
         est = metrics.kl_divergence(mixture.log_prob(x_eval), log_q)
         kl, kl_se = float(est.value), math.hypot(float(est.stderr), log_z_se)
