@@ -328,7 +328,7 @@ def _hvae(**kw):
     return models.HierarchicalVAE((2,), (2, 2), **(options | kw))
 
 
-@pytest.mark.parametrize("inference", ["top-down", "bottom-up"])
+@pytest.mark.parametrize("inference", ["top-down", "residual", "bottom-up"])
 def test_hierarchical_bounds_are_ordered(inference):
     # E[ELBO] <= E[L_K] (the same model's bounds), each a finite bound per example.
     model = _hvae(inference=inference)
@@ -340,6 +340,19 @@ def test_hierarchical_bounds_are_ordered(inference):
     assert bool(jnp.all(est.value - elbo > -5 * se - 3 * est.stderr))
     s = model.sample((2, 3), key=jr.key(3))
     assert s.shape == (2, 3, 2)
+
+
+def test_residual_posterior_is_the_prior_when_its_offsets_vanish():
+    # NVAE's residual Normal: q(z_1 | x, z_2) = p(z_1 | z_2) when the offsets are 0, so
+    # the lower layer's KL is 0 and only the top layer's remains.
+    model = _hvae(inference="residual")
+    zero = lambda m: jax.tree_util.tree_map(jnp.zeros_like, m)
+    model = eqx.tree_at(lambda m: m.posterior[0], model, zero(model.posterior[0]))
+    x = sf.data.ring_mixture().sample(8, key=jr.key(1)) / 4
+    _, kls, ratios = model._passes(*model._prepare(x)[:2], jr.key(2))
+    assert_allclose(kls[:, 0], 0.0, atol=1e-12)
+    assert_allclose(ratios[:, 0], 0.0, atol=1e-10)
+    assert bool(jnp.all(kls[:, 1] > 0))
 
 
 def test_warm_up_free_bits_and_skipped_updates():

@@ -19,7 +19,7 @@ from ._latent import (
     to_data,
 )
 
-INFERENCE = ("top-down", "bottom-up")
+INFERENCE = ("top-down", "residual", "bottom-up")
 
 
 class HierarchicalVAE(AbstractLatentVariableModel, AbstractStatefulModel):
@@ -37,7 +37,13 @@ class HierarchicalVAE(AbstractLatentVariableModel, AbstractStatefulModel):
     and its prior given the $z_{l+1}$ just drawn,
     $\sigma_q^{-2} = \hat\sigma^{-2} + \sigma_p^{-2}$,
     $\mu_q = \sigma_q^2(\hat\mu\hat\sigma^{-2} + \mu_p\sigma_p^{-2})$, so every layer's
-    KL is analytic given the layer above. Inference `"bottom-up"`: the Markovian
+    KL is analytic given the layer above. Inference `"residual"`: the same bottom-up
+    pass, but each layer's posterior is NVAE's residual Normal relative to its prior
+    (Vahdat & Kautz 2020, arXiv:2007.03898, eq. 2),
+    $\mu_q = \mu_p + \Delta\mu$, $\log\sigma_q^2 = \log\sigma_p^2 + \Delta\log\sigma^2$,
+    with $(\Delta\mu, \Delta\log\sigma^2)$ a linear map of $d_l$ and $z_{l+1}$, so that
+    $q(z_l \mid x, z_{l+1})$ depends on both, and its KL is analytic too. Inference
+    `"bottom-up"`: the Markovian
     hierarchical VAE (Luo 2022, arXiv:2208.11970, eq. 23-24),
     $q(z_1 \mid x)\prod_l q(z_{l+1} \mid z_l)$, whose KL terms are one-draw estimates.
 
@@ -58,7 +64,7 @@ class HierarchicalVAE(AbstractLatentVariableModel, AbstractStatefulModel):
         head: the decoder's output head.
         width: hidden width of every network.
         depth: residual blocks of every network.
-        inference: `"top-down"` or `"bottom-up"`.
+        inference: `"top-down"`, `"residual"` or `"bottom-up"`.
         num_samples: $K$ of the training bound.
         warmup_steps: KL warm-up steps $S$ (0: none).
         free_bits: nats per layer below which a layer's KL is not penalised (0: none).
@@ -116,15 +122,17 @@ class HierarchicalVAE(AbstractLatentVariableModel, AbstractStatefulModel):
         L = len(sizes)
         keys = jr.split(key, 3 * L + 1)
         d = math.prod(event_shape)
-        if inference == "top-down":
-            ins = [d] + [width] * (L - 1)
-        else:
+        if inference == "bottom-up":
             ins = [d, *sizes[:-1]]
+        else:
+            ins = [d] + [width] * (L - 1)
         self.bottom_up = tuple(
             ResidualMLP(ins[i], width, width, depth, key=keys[i]) for i in range(L)
         )
+        # A residual layer's posterior reads the layer above's draw beside d_l.
+        extra = [sizes[i + 1] if inference == "residual" and i < L - 1 else 0 for i in range(L)]
         self.posterior = tuple(
-            eqx.nn.Linear(width, 2 * sizes[i], key=keys[L + i]) for i in range(L)
+            eqx.nn.Linear(width + extra[i], 2 * sizes[i], key=keys[L + i]) for i in range(L)
         )
         self.top_down = tuple(
             ResidualMLP(sizes[i + 1], 2 * sizes[i], width, depth, key=keys[2 * L + i])
@@ -166,17 +174,23 @@ class HierarchicalVAE(AbstractLatentVariableModel, AbstractStatefulModel):
         zs: list = [None] * L
         kls: list = [None] * L
         ratios: list = [None] * L
-        if self.inference == "top-down":
-            h, terms = xe, []
+        if self.inference in ("top-down", "residual"):
+            h, hs = xe, []
             for i in range(L):
                 h = self.bottom_up[i](h)
-                terms.append(self._split(self.posterior[i](h), self.latent_sizes[i]))
+                hs.append(h)
             for i in reversed(range(L)):
                 mu_p, lv_p = self._prior(i, zs[i + 1] if i + 1 < L else None)
-                mu_hat, lv_hat = terms[i]
-                if i == L - 1:
-                    mu_q, lv_q = mu_hat, lv_hat
+                size = self.latent_sizes[i]
+                if self.inference == "residual" and i < L - 1:
+                    out = self.posterior[i](jnp.concatenate([hs[i], zs[i + 1]]))
+                    raw_p = self.top_down[i](zs[i + 1])[size:]  # lv_p before its clamp
+                    mu_q = mu_p + out[:size]
+                    lv_q = soft_clamp(raw_p + out[size:], *self.log_var_bounds)
+                elif i == L - 1:
+                    mu_q, lv_q = self._split(self.posterior[i](hs[i]), size)
                 else:
+                    mu_hat, lv_hat = self._split(self.posterior[i](hs[i]), size)
                     lv_q = -jnp.logaddexp(-lv_hat, -lv_p)
                     mu_q = jnp.exp(lv_q) * (mu_hat * jnp.exp(-lv_hat) + mu_p * jnp.exp(-lv_p))
                 eps = jr.normal(keys[i], mu_q.shape, mu_q.dtype)
