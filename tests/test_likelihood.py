@@ -102,6 +102,27 @@ def test_hutchinson_standard_error_is_finite_and_positive_for_few_probes(probe, 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("probe", ["rademacher", "gaussian"])
+@pytest.mark.parametrize("k", [1, 4])
+def test_hutchinson_standard_error_covers_the_exact_trace(probe, k):
+    # Estimate +- 2 SE against the exact-trace likelihood over many points (the full
+    # check, 2000 points of cases A and B, is benchmarks/likelihood_coverage.py).
+    case = case_b()
+    sde = sf.VPSDE(t_min=1e-5)
+    noisy = case.noised(sde)
+    x = case.sample(400, key=jr.key(0))
+    kw: dict[str, Any] = dict(rtol=1e-6, atol=1e-6)
+    exact = sf.solve.log_likelihood(sde, noisy, x, **kw).log_prob
+    trace = sf.solve.Hutchinson(num_probes=k, probe=probe)
+    res = sf.solve.log_likelihood(sde, noisy, x, trace=trace, key=jr.key(3), **kw)
+    err = np.asarray(res.log_prob - exact)
+    se = np.asarray(res.std_error)
+    assert np.all(se > 0)
+    assert np.mean(np.abs(err) <= 2 * se) > 0.9
+    assert 0.4 < np.sqrt(np.mean(err**2) / np.mean(se**2)) < 1.3
+
+
+@pytest.mark.slow
 def test_nonlinear_exact_and_hutchinson_agree(getkey):
     net = sf.nn.ConcatSquashMLP(3, 16, 2, jnp.tanh, zero_init=False, key=getkey())
     z = jr.normal(getkey(), (32, 3))
