@@ -261,7 +261,7 @@ def solve_augmented(
     # copies of the state, outside the error norm (they ride on the same steps).
     # (Only for `Hutchinson`: another probed estimator need not return its products.)
     vjp0 = None
-    if isinstance(trace, Hutchinson) and probes is not None:
+    if isinstance(trace, Hutchinson) and trace.std_error and probes is not None:
         vjp0 = jnp.zeros(probes.shape, dtype)
     state0 = AugmentedState(y0, jnp.zeros((batch, k), dtype), zeros, zeros, vjp0)
     sol = dfx.diffeqsolve(
