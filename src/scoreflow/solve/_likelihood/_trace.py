@@ -128,6 +128,8 @@ class Hutchinson(AbstractTrace):
         _checks.positive_int(self.num_probes, "num_probes")
         if self.probe not in PROBES:
             raise ValueError(f"`probe` must be one of {PROBES}, got {self.probe!r}.")
+        if not isinstance(self.std_error, bool):
+            raise ValueError(f"`std_error` must be True or False, got {self.std_error!r}.")
 
     def probes(self, shape, *, dtype, key):
         if key is None:
