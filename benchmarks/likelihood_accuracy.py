@@ -22,6 +22,7 @@ import sys
 import time
 
 import diffrax as dfx
+import equinox as eqx
 import jax
 
 jax.config.update("jax_enable_x64", True)
@@ -37,6 +38,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import scoreflow as sf  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from helpers import case_a, case_b  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -201,12 +203,162 @@ def summary(rows):
     return "\n".join(lines)
 
 
+NFE_RTOLS = (3e-3, 2e-3, 1e-3, 5e-4, 3e-4, 2e-4, 1e-4, 5e-5, 3e-5, 1e-5)
+NFE_TARGET = {"float64": 1e-4, "float32": 1e-3}
+
+
+def _first_step(sde, delta):
+    """The time in which the log-SNR falls by `delta` from `t_min` (a first step)."""
+    t0 = jnp.asarray(sde.t_min)
+    return float(sde.t_from_log_snr(sde.log_snr(t0) - delta) - t0)
+
+
+def nfe_settings(name, sde, tol):
+    """Keyword arguments of `log_likelihood` for a named setting at tolerance `tol`.
+
+    `default`: the library's defaults (Tsit5, I controller, `augmented_error_norm`,
+    first step a 64th of the range). The others were chosen on the tune seeds of
+    `mixture_families.py` (`--set tune`), never on the reported mixtures.
+    """
+    if name == "default":
+        return dict(rtol=tol, atol=tol)
+    if name == "dt0-logsnr":  # first step: log-SNR falls by 1; safety 0.8, growth <= 5
+        ctrl = dfx.PIDController(
+            rtol=tol,
+            atol=tol,
+            norm=sf.solve.augmented_error_norm,
+            safety=0.8,
+            factormax=5.0,
+        )
+        return dict(stepsize_controller=ctrl, dt0=_first_step(sde, 1.0))
+    raise ValueError(name)
+
+
+def nfe_mixtures(which, families, limit=None):
+    """`[(label, GaussianMixture float64)]`: cases A, B (report only) and the design set."""
+    import numpy as np
+    from mixture_families import design_set
+
+    out = [("A", case_a(jnp.float64)), ("B", case_b(jnp.float64))] if which == "report" else []
+    taken = {f: 0 for f in families}
+    for label, (w, mu, cov) in design_set(which):
+        family = label.split()[0]
+        if family in families and (limit is None or taken[family] < limit):
+            taken[family] += 1
+            out.append(
+                (label, sf.GaussianMixture(*(jnp.asarray(np.asarray(a)) for a in (w, mu, cov))))
+            )
+    return out
+
+
+def run_nfe(which, families, settings, dtypes, n=64, limit=None):
+    """Fewest NFE reaching the target per mixture x SDE x dtype x setting (rtol swept)."""
+    sdes = {"vp": sf.VPSDE(t_min=1e-5), "edm": sf.EDMSDE()}
+    rows = []
+    for label, mixture64 in nfe_mixtures(which, families, limit):
+        for dtype_name in dtypes:
+            dtype = jnp.dtype(dtype_name)
+            mixture = jax.tree.map(
+                lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, mixture64
+            )
+            x = mixture64.sample(n, key=jr.key(0)).astype(dtype)
+            for sde_name, sde in sdes.items():
+                noisy = mixture.noised(sde)
+                ref = mixture64.noised(sde).log_prob(sde.t_min, x.astype(jnp.float64))
+                prior = lambda z, noisy=noisy, sde=sde, dtype=dtype: noisy.log_prob(
+                    jnp.asarray(sde.T, dtype), z
+                )
+                for setting in settings:
+                    c0 = time.process_time()
+                    sweep = []
+                    for rtol in NFE_RTOLS:
+                        kw = nfe_settings(setting, sde, jnp.asarray(rtol, dtype))
+                        res = sf.solve.log_likelihood(
+                            sde, noisy, x, prior_log_prob=prior, max_steps=16384, throw=False, **kw
+                        )
+                        err = (
+                            float(jnp.mean(jnp.abs(res.log_prob.astype(jnp.float64) - ref)))
+                            / mixture.dim
+                        )
+                        ok = bool(res.result == dfx.RESULTS.successful)
+                        sweep.append((rtol, int(res.nfe), err, ok))
+                    good = [
+                        nfe for _, nfe, err, ok in sweep if ok and err <= NFE_TARGET[dtype_name]
+                    ]
+                    at_default = sweep[-1]  # rtol = atol = 1e-5, log_likelihood's default
+                    row = dict(
+                        mixture=label,
+                        dim=mixture.dim,
+                        sde=sde_name,
+                        dtype=dtype_name,
+                        setting=setting,
+                        fewest_nfe=min(good) if good else None,
+                        err_at_1e5=at_default[2],
+                        nfe_at_1e5=at_default[1],
+                        sweep=";".join(f"{r:g}:{nfe}:{e:.2e}" for r, nfe, e, _ in sweep),
+                        cpu_s=round(time.process_time() - c0, 1),
+                    )
+                    print(row, flush=True)
+                    rows.append(row)
+    return rows
+
+
+def nfe_summary(rows, settings):
+    head = " | ".join(f"fewest NFE, {s}" for s in settings)
+    lines = [
+        f"| mixture | SDE | dtype | {head} | err/dim at rtol 1e-5 (NFE), default |",
+        "|---|---|---|" + "---|" * len(settings) + "---|",
+    ]
+    keys = []
+    for r in rows:
+        if (r["mixture"], r["sde"], r["dtype"]) not in keys:
+            keys.append((r["mixture"], r["sde"], r["dtype"]))
+    for key in keys:
+        sel = {r["setting"]: r for r in rows if (r["mixture"], r["sde"], r["dtype"]) == key}
+        cells = " | ".join(str(sel[s]["fewest_nfe"] or "—") for s in settings)
+        d = sel[settings[0]]
+        lines.append(
+            f"| {key[0]} ({d['dim']}-d) | {key[1].upper()} | {key[2]} | {cells} | "
+            f"{d['err_at_1e5']:.1e} ({d['nfe_at_1e5']}) |"
+        )
+    for s in settings:
+        for dt in sorted({r["dtype"] for r in rows}):
+            vals = [r["fewest_nfe"] for r in rows if r["setting"] == s and r["dtype"] == dt]
+            met = sum(v is not None and v <= 100 for v in vals)
+            worst = "never" if None in vals else max(vals)
+            lines.append(
+                f"\n{s}, {dt}: target at <= 100 NFE on {met}/{len(vals)}; worst fewest NFE {worst}"
+            )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--fast", action="store_true")
     p.add_argument("--out-dir", default=HERE, help="where the CSVs and the PNG are written")
+    p.add_argument(
+        "--mode",
+        choices=("sweep", "nfe"),
+        default="sweep",
+        help="sweep: the issue-3 tolerance sweeps; nfe: fewest NFE to the target (issue 19)",
+    )
+    p.add_argument("--set", choices=("report", "tune"), default="report", help="nfe: mixtures")
+    p.add_argument("--families", nargs="+", default=["full_cov", "many_64"])
+    p.add_argument("--settings", nargs="+", default=["default", "dt0-logsnr"])
+    p.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
+    p.add_argument("--limit", type=int, default=None, help="nfe: at most this many seeds a family")
     args = p.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
+    if args.mode == "nfe":
+        nfe_rows = run_nfe(args.set, args.families, args.settings, args.dtypes, limit=args.limit)
+        with open(
+            os.path.join(args.out_dir, f"likelihood_nfe_{args.set}.csv"), "w", newline=""
+        ) as f:
+            w = csv.DictWriter(f, fieldnames=list(nfe_rows[0]))
+            w.writeheader()
+            w.writerows(nfe_rows)
+        print(nfe_summary(nfe_rows, args.settings))
+        sys.exit()
     control = run_control(args.fast)
     with open(os.path.join(args.out_dir, "likelihood_control.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(control[0]))

@@ -662,6 +662,9 @@ ROWS: list[BadInput] = [
     BadInput("solve.hutchinson.num_probes", lambda: solve.Hutchinson(0), _V, "`num_probes`"),
     BadInput("solve.hutchinson.probe", lambda: solve.Hutchinson(1, "uniform"), _V, "`probe`"),
     BadInput(
+        "solve.hutchinson.std_error", lambda: solve.Hutchinson(1, std_error=1), _V, "`std_error`"
+    ),
+    BadInput(
         "solve.ula.step_size_negative",
         lambda: solve.ula(lambda x: -x, x2(), step_size=-0.1, num_steps=2, key=key()),
         _V,

@@ -27,7 +27,7 @@ from ..._custom_types import Key, RealScalarLike
 from .._shared._nfe import count_nfe
 from .._shared._progress import progress_meter
 from .._shared._result import finite_result
-from ._trace import AbstractTrace, Exact, check_trace
+from ._trace import AbstractTrace, Exact, Hutchinson, check_trace
 
 
 class AugmentedState(eqx.Module):
@@ -42,12 +42,16 @@ class AugmentedState(eqx.Module):
         frobenius: `(batch,)` $\int \|\partial f/\partial z\|_F^2 dt$, exact or by the
             probes' $\|\varepsilon^\top \partial f/\partial z\|^2$ (Finlay et al. 2020,
             eq. 6).
+        probe_vjp: `(batch, K, *event)` $\int \varepsilon_k^\top \partial f/\partial z
+            \,dt$ for a probed trace (what its standard error is computed from, see
+            `Hutchinson`), `None` for the exact trace.
     """
 
     z: Array
     log_det: Array
     kinetic: Array
     frobenius: Array
+    probe_vjp: Array | None = None
 
 
 class AugmentedDynamics(eqx.Module):
@@ -72,16 +76,21 @@ class AugmentedDynamics(eqx.Module):
         check_trace(self.trace)
 
     def _one(self, t, z, probes):
-        dz, tr, frob = self.trace.estimate(lambda y: self.vector_field(t, y, None), z, probes)
-        return dz, tr, jnp.sum(dz**2), frob
+        f = lambda y: self.vector_field(t, y, None)
+        dz, tr, frob, vjps = self.trace.estimate_with_vjps(f, z, probes)
+        return dz, tr, jnp.sum(dz**2), frob, vjps
 
     def __call__(self, t, state: AugmentedState, args) -> AugmentedState:
         probes = args
         axis = None if probes is None else 0
         out = jax.vmap(self._one, in_axes=(None, 0, axis))(t, state.z, probes)
-        dz, tr, ke, frob = out
+        dz, tr, ke, frob, vjps = out
         dtype = state.z.dtype
-        return AugmentedState(dz, tr.astype(dtype), ke.astype(dtype), frob.astype(dtype))
+        if state.probe_vjp is None:
+            vjps = None  # a caller's state without the integral: do not start one
+        elif vjps is not None:
+            vjps = vjps.astype(dtype)
+        return AugmentedState(dz, tr.astype(dtype), ke.astype(dtype), frob.astype(dtype), vjps)
 
 
 class FlowSolution(eqx.Module):
@@ -90,8 +99,9 @@ class FlowSolution(eqx.Module):
     Attributes:
         z: `(batch, *event)` the state at `t1`.
         log_det: `(batch,)` estimate of $\log|\det \partial z_{t_1}/\partial z_{t_0}|$.
-        std_error: `(batch,)` standard error of `log_det` over the probes (zero for
-            the exact trace; with one probe it cannot be estimated and is NaN).
+        std_error: `(batch,)` standard error of `log_det` (zero for the exact trace; for
+            `Hutchinson` the plug-in $\sqrt{2\,\overline{\lVert u\rVert^2}/K}$ of its
+            docstring, finite and positive for every K, one probe included).
         kinetic: `(batch,)` $\int_{t_0}^{t_1}\|f\|^2 dt$.
         frobenius: `(batch,)` $\int_{t_0}^{t_1}\|\partial f/\partial z\|_F^2 dt$.
         num_steps: solver steps attempted.
@@ -135,6 +145,42 @@ def augmented_error_norm(y: AugmentedState) -> Array:
     log-likelihood error with fewer evaluations than the joint RMS.
     """
     return jnp.maximum(_rms(y.z), _rms(y.log_det))
+
+
+def hutchinson_std_error(probe_vjp: Array, probes: Array, probe: str) -> Array:
+    r"""Plug-in standard error of a K-probe Hutchinson log-det (see `Hutchinson`).
+
+    `probe_vjp` is `(batch, K, *event)`, $u_k = \varepsilon_k^\top M$ with
+    $M = \int \partial f/\partial z\,dt$; `probes` the matching $\varepsilon_k$.
+    Returns `(batch,)` $\sqrt{\hat v / K}$ with $\hat v$ an estimate of one probe's
+    variance: $2\,\overline{\lVert u_k\rVert^2}$ for Gaussian probes (unbiased for a
+    symmetric $M$, an upper bound otherwise), and for Rademacher probes, whose variance
+    leaves out the diagonal, $2\tfrac{K-1}{K}\overline{\lVert r_k\rVert^2}$ with
+    $r_k = u_k - \varepsilon_k \odot \hat d_{-k}$ and $\hat d_{-k}$ the mean of
+    $\varepsilon_j \odot u_j$ over the other probes (an unbiased estimate of
+    $\operatorname{diag} M$), averaged with weights $(K-1)/K$ and $1/K$ with the bound
+    $2\,\overline{\lVert u_k\rVert^2}$ (so it is never 0 unless $M^\top$ kills every
+    probe; probes equal up to sign, frequent in few dimensions, say nothing about the
+    off-diagonal part). With one Rademacher probe the bound alone is used.
+    """
+    batch, k = probe_vjp.shape[:2]
+    u = probe_vjp.reshape(batch, k, -1)
+    bound = 2 * jnp.mean(jnp.sum(u**2, axis=-1), axis=1)
+    if probe == "rademacher" and k > 1:
+        eps = probes.reshape(batch, k, -1)
+        d = eps * u  # each row an unbiased estimate of diag(M)
+        d_others = (jnp.sum(d, axis=1, keepdims=True) - d) / (k - 1)
+        r = u - eps * d_others
+        refined = 2 * (k - 1) / k * jnp.mean(jnp.sum(r**2, axis=-1), axis=1)
+        # Probes equal up to sign (likely in few dimensions) carry no information about
+        # the off-diagonal part and give refined = 0: one pseudo-observation of the
+        # bound keeps the estimate positive and conservative, and fades as 1/K.
+        var = ((k - 1) * refined + bound) / k
+    else:
+        var = bound
+    var = var / k
+    positive = var > 0  # sqrt with a zero (not NaN) gradient at zero
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, var, 1)), 0)
 
 
 def solve_augmented(
@@ -211,7 +257,13 @@ def solve_augmented(
     elif dt0 is not None:
         dt0 = jnp.asarray(dt0, dtype)
     zeros = jnp.zeros((batch,), dtype)
-    state0 = AugmentedState(y0, jnp.zeros((batch, k), dtype), zeros, zeros)
+    # The probes' integrated vector-Jacobian products, for the standard error: K more
+    # copies of the state, outside the error norm (they ride on the same steps).
+    # (Only for `Hutchinson`: another probed estimator need not return its products.)
+    vjp0 = None
+    if isinstance(trace, Hutchinson) and trace.std_error and probes is not None:
+        vjp0 = jnp.zeros(probes.shape, dtype)
+    state0 = AugmentedState(y0, jnp.zeros((batch, k), dtype), zeros, zeros, vjp0)
     sol = dfx.diffeqsolve(
         dfx.ODETerm(AugmentedDynamics(vector_field, trace)),
         solver,
@@ -230,10 +282,13 @@ def solve_augmented(
     # A fixed-step solve does not see NaN; the encoding and the log-det must be finite.
     result, (z, log_det_probes) = finite_result(sol.result, (end.z, end.log_det), throw)
     log_det = jnp.mean(log_det_probes, axis=1)
-    if k > 1:
-        std_error = jnp.std(log_det_probes, axis=1, ddof=1) / jnp.sqrt(jnp.asarray(k, dtype))
-    elif isinstance(trace, Exact):
+    if end.probe_vjp is not None:
+        assert isinstance(trace, Hutchinson) and probes is not None
+        std_error = hutchinson_std_error(end.probe_vjp, probes, trace.probe)
+    elif probes is None:
         std_error = jnp.zeros_like(log_det)
+    elif k > 1:  # another probed estimator: the spread of its K estimates
+        std_error = jnp.std(log_det_probes, axis=1, ddof=1) / jnp.sqrt(jnp.asarray(k, dtype))
     else:
         std_error = jnp.full_like(log_det, jnp.nan)
     num_steps = sol.stats["num_steps"]

@@ -24,7 +24,8 @@ class LikelihoodResult(eqx.Module):
     Attributes:
         log_prob: `(batch,)` $\log p_{t_{\min}}(x)$ (see `log_likelihood`).
         std_error: `(batch,)` standard error of `log_prob` over the Hutchinson probes
-            (zero for the exact trace, NaN for a single probe).
+            (zero for the exact trace; finite and positive for every K, one probe
+            included: the plug-in estimate described in `Hutchinson`).
         prior_log_prob: `(batch,)` the prior's log-density at the encoding `z`.
         delta_log_prob: `(batch,)` $\int_{t_{\min}}^T \operatorname{tr}\,\partial f/\partial x
             \,dt$, so that `log_prob = prior_log_prob + delta_log_prob`.
@@ -138,7 +139,8 @@ def log_likelihood(
             narrow, which is why `"t"` stays the default.
         trace: `Exact()` (forward-mode Jacobian; cost grows with the dimension) or
             `Hutchinson(num_probes, probe)` (K vector–Jacobian products per evaluation,
-            the probes drawn once and held fixed).
+            the probes drawn once and held fixed; their products are integrated too,
+            for `std_error`).
         adjoint: diffrax adjoint for differentiating through the solve.
         throw: raise on a failed solve; with `False` check `result`.
         progress: show diffrax's progress meter of the solve (off by default).
