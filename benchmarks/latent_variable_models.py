@@ -240,7 +240,8 @@ def cmd_digits_design(args):
             "k_eval": args.k_eval,
             "width": WIDTH,
         }
-        _record(f"digitsdesign/{name}", row)
+        suffix = "" if args.steps == 2000 else f"@{args.steps}"
+        _record(f"digitsdesign/{name}{suffix}", row)
         print(name, {a: b for a, b in row.items() if a != "per_image_bpd"}, flush=True)
 
 

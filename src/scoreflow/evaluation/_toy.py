@@ -107,7 +107,7 @@ def evaluate_2d(
             k_z, k_lik = jr.split(k_lik)
             scored, log_z_se = normalised(model, normaliser_options, key=k_z)
             label = AIS_LABEL
-        if latent:
+        if isinstance(model, AbstractLatentVariableModel):
             options.setdefault("num_samples", 5000)
             label = f"bound (IWAE-{options['num_samples']} estimate)"
             est = model.log_prob_estimate(x_eval, key=k_lik, **options)
