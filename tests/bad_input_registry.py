@@ -2405,4 +2405,16 @@ ROWS += [
         _V,
         "`max_norm` must be a finite number > 0",
     ),
+    BadInput(
+        "solve.calibrate_grid.solver",
+        lambda: solve.calibrate_grid(vp(), exact(), x2(), 4, solver=solve.EDMHeun()),
+        _V,
+        "`solver` must be ExponentialAdamsPC, DPMSolverPP or DDIM",
+    ),
+    BadInput(
+        "solve.calibrate_grid.minibatch",
+        lambda: solve.calibrate_grid(vp(), exact(), x2(), 4, minibatch=0),
+        _V,
+        "`minibatch`",
+    ),
 ]

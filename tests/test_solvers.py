@@ -285,8 +285,8 @@ def test_calibrate_grid_bad_inputs():
         cal(sde, den, pilot, 5, optimise_steps=-1)
     with pytest.raises(ValueError, match="learning_rate"):
         cal(sde, den, pilot, 5, learning_rate=0.0)
-    with pytest.raises(ValueError, match="`y0` needs at least 2"):
-        cal(sde, den, pilot[:1], 5)
+    with pytest.raises(ValueError, match="`y0` needs at least 4"):
+        cal(sde, den, pilot[:3], 5)
     # A valid stage-1 call (stage 2 is exercised by the slow test): ends pinned,
     # strictly decreasing.
     grid = cal(sde, den, 80 * pilot + 1.0, 5, optimise_steps=0)

@@ -7,6 +7,7 @@ A flat public namespace over private folders by concept (as diffrax does): `_sol
 (batching, save points, evaluation counts, diffrax's reversed time, input checks).
 """
 
+from ._grids._calibrate import CalibratedGrid as CalibratedGrid
 from ._grids._calibrate import calibrate_grid as calibrate_grid
 from ._grids._grids import AbstractGrid as AbstractGrid
 from ._grids._grids import CustomGrid as CustomGrid
