@@ -3,6 +3,7 @@
 import dataclasses
 import math
 import time
+from typing import cast
 
 import jax
 import jax.random as jr
@@ -113,7 +114,9 @@ def evaluate_2d(
             est = model.log_prob_estimate(x_eval, key=k_lik, **options)
             log_q = jax.block_until_ready(est.value)
         else:
-            log_q = jax.block_until_ready(scored.log_prob(x_eval, key=k_lik, **options))
+            # An exact-likelihood model, or an unnormalised one with its normaliser.
+            exact = cast(AbstractExactLikelihood, scored)
+            log_q = jax.block_until_ready(exact.log_prob(x_eval, key=k_lik, **options))
         lik_s = time.perf_counter() - t0
         est = metrics.kl_divergence(mixture.log_prob(x_eval), log_q)
         kl, kl_se = float(est.value), math.hypot(float(est.stderr), log_z_se)
