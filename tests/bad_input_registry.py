@@ -2403,3 +2403,12 @@ ROWS += [
         "`max_norm` must be a finite number > 0",
     ),
 ]
+
+ROWS += [
+    BadInput(
+        "solve.optimised_grid.num_steps",
+        lambda: solve.OptimisedGrid(0),
+        _V,
+        "`num_steps` must be an int >= 1",
+    ),
+]
