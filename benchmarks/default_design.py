@@ -155,8 +155,10 @@ def write_data(tables, notes):
         "SCHEDULES: dict[int, tuple[float, ...]] = {",
     ]
     for n in sorted(tables):
-        vals = ", ".join(f"{v:.8f}" for v in tables[n])
-        lines.append(f"    {n}: ({vals}),")
+        vals = [f"{v:.8f}," for v in tables[n]]
+        lines.append(f"    {n}: (")
+        lines += ["        " + " ".join(vals[i : i + 8]) for i in range(0, len(vals), 8)]
+        lines.append("    ),")
     lines.append("}")
     DATA.write_text("\n".join(lines) + "\n")
 
@@ -183,7 +185,8 @@ def main_fit(args):
         write_data(
             tables,
             [
-                f"Tune set: design_set('tune') of mixture_families.py ({len(probs)} mixtures),",
+                f"Tune set: the first {args.per_family} TUNE_SEEDS of each family of "
+                f"mixture_families.py ({len(probs)}),",
                 f"pilot {args.pilot} per mixture (half fit, half validation). Each table",
                 "is (1 - a) x log-SNR + a x Karras (rho = 7) in that coordinate, a found by",
                 f"a bounded scalar search (at most {args.evals} evaluations); fitted a: "
@@ -276,7 +279,9 @@ def table(rows, grids):
     for lb in labels:
         for n in nfes:
             sel = {r[2]: r[3] for r in rows if r[0] == lb and r[1] == n}
-            peers = {k: v for k, v in sel.items() if k not in grids}
+            peers = {k: v for k, v in sel.items() if not k.startswith("EAPC")}
+            if not peers:
+                continue
             bp = min(peers, key=peers.get)
             cells = []
             for g in grids:
