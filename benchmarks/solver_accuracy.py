@@ -15,6 +15,12 @@ measured:
 
     PYTHONPATH=src python benchmarks/solver_accuracy.py --solvers calibrated \
         --cases B --sdes edm --nfes 10 20
+
+Issue 19 adds `EAPC-3 (shipped)` (`OptimisedGrid`) and the peers UniPC-3, DPM++3M and
+LMS run on scoreflow's calibrated and shipped grids (rows named "... (calibrated grid)",
+"... (shipped grid)"; see `PEER_GRIDS` for how the n noise levels map): `--solvers`
+selects peers too, e.g. `--solvers calibrated` re-runs the calibrated sampler and the
+peers on its grids, and a solver-by-grid table is printed.
 """
 
 import argparse
@@ -58,9 +64,7 @@ def _ours():
     heun = lambda n: (n - 1) // 2
     karras = lambda n, *_: S.KarrasGrid(n)
     log_snr = lambda n, *_: S.LogSNRGrid(n)
-
-    def calibrated(n, sde, model, pilot):
-        return S.calibrate_grid(sde, model, pilot, n, order=3)
+    shipped = lambda n, *_: S.OptimisedGrid(n)
 
     return [
         ("scoreflow DDIM", S.DDIM(), minus1, karras),
@@ -71,8 +75,41 @@ def _ours():
         ("scoreflow EAPC-3 (log-SNR)", S.ExponentialAdamsPC(3), minus1, log_snr),
         ("scoreflow EAPC-4 (Karras)", S.ExponentialAdamsPC(4), minus1, karras),
         ("scoreflow EAPC-4 (log-SNR)", S.ExponentialAdamsPC(4), minus1, log_snr),
+        ("scoreflow EAPC-3 (shipped)", S.ExponentialAdamsPC(3), minus1, shipped),
         ("scoreflow EAPC-3 (calibrated)", S.ExponentialAdamsPC(3), minus1, calibrated),
     ]
+
+
+_CALIBRATED = {}
+
+
+def calibrated(n, sde, model, pilot):
+    """`calibrate_grid(order=3)`, once per (model, steps): the peers reuse the grid."""
+    key = (id(model), n)
+    if key not in _CALIBRATED:
+        _CALIBRATED[key] = (S.calibrate_grid(sde, model, pilot, n, order=3), model)
+    return _CALIBRATED[key][0]
+
+
+# Peers on scoreflow's grids (issue 19, target 4): what the grid buys and what the solver
+# buys. A peer at budget n takes n noise levels and a final 0 (its last call is the
+# final denoise, a step to sigma = 0); EAPC at budget n takes n - 1 steps, i.e. n times
+# from 80 to 0.002, the final denoise free. So the n times of scoreflow's (n - 1)-step
+# EDM grid (sigma = t) are exactly the n noise levels the peer needs: both spend n calls
+# on the same noise levels.
+PEER_GRIDS = {
+    "calibrated": lambda n, sde, model, pilot: calibrated(n - 1, sde, model, pilot),
+    "shipped": lambda n, *_: S.OptimisedGrid(n - 1),
+}
+PEERS_ON_OUR_GRIDS = ("k-diffusion lms", "diffusers UniPC-3", "diffusers DPM++3M")
+
+
+def peer_jobs():
+    """`[(row name, peer runner, grid name or None)]`."""
+    jobs = [(name, fn, None) for name, fn in PEERS]
+    for g in PEER_GRIDS:
+        jobs += [(f"{nm} ({g} grid)", fn, g) for nm, fn in PEERS if nm in PEERS_ON_OUR_GRIDS]
+    return jobs
 
 
 # Pilot noise for `calibrate_grid`: independent of the benchmark's x_T (seed 3). Its size
@@ -120,8 +157,8 @@ def main():
     ap.add_argument(
         "--solvers",
         nargs="+",
-        help="re-run only scoreflow samplers whose name contains one of these (no peers) "
-        "and merge their rows into the existing CSV",
+        help="re-run only the samplers (scoreflow's or the peers', e.g. 'calibrated grid') "
+        "whose name contains one of these and merge their rows into the existing CSV",
     )
     ap.add_argument("--cases", nargs="+", default=["A", "B"], choices=["A", "B"])
     ap.add_argument("--sdes", nargs="+", default=["edm", "vp"], choices=["edm", "vp"])
@@ -196,7 +233,10 @@ def main():
                         )
                     )
                     print(rows[-1], flush=True)
-            if sde_name != "edm" or args.solvers:
+            jobs = peer_jobs()
+            if args.solvers:
+                jobs = [j for j in jobs if any(x in j[0] for x in args.solvers)]
+            if sde_name != "edm" or not jobs:
                 continue
             den = TorchDenoiser(w, mu, var)
             xt = torch.tensor(x_T)
@@ -205,9 +245,12 @@ def main():
                 t = time.perf_counter()
                 den(xt, torch.tensor(1.0))
                 t_torch = min(t_torch, time.perf_counter() - t)
-            for name, fn in PEERS:
+            for name, fn, gname in jobs:
                 for nfe in nfes:
-                    outs = [fn(kd, den, x_T, nfe) for _ in range(2)]
+                    sig = None
+                    if gname is not None:
+                        sig = np.asarray(PEER_GRIDS[gname](nfe, sde, model, pilot).times(sde))
+                    outs = [fn(kd, den, x_T, nfe, sig) for _ in range(2)]
                     if outs[0] is None:
                         continue
                     x, used, _ = outs[0]
@@ -294,7 +337,7 @@ def write(rows, out, nfes):
             for nfe in nfes:
                 sel = [r for r in rows if r[0] == c and r[1] == s and r[4] <= nfe]
                 ours = [r for r in sel if r[2].startswith("scoreflow")]
-                peers = [r for r in sel if not r[2].startswith("scoreflow")]
+                peers = [r for r in sel if not r[2].startswith("scoreflow") and "grid)" not in r[2]]
                 if not ours:
                     continue
                 bo = min(ours, key=lambda r: r[5])
@@ -305,6 +348,7 @@ def write(rows, out, nfes):
                 else:
                     line += " – | – |"
                 print(line)
+    grid_table(rows, nfes)
     print("\n| solver | median time ratio | max | median compile s | median calibrate s |")
     print("|---|---|---|---|---|")
     for nm in sorted({r[2] for r in rows}):
@@ -314,6 +358,32 @@ def write(rows, out, nfes):
         print(
             f"| {nm} | {np.median(rr):.2f} | {np.max(rr):.2f} | {np.median(cc):.2f} | {cal:.2f} |"
         )
+
+
+def grid_table(rows, nfes):
+    """Solver x grid under EDM: what the grid buys and what the solver buys."""
+    solvers = {
+        "EAPC-3": {
+            "Karras": "scoreflow EAPC-3 (Karras)",
+            "shipped": "scoreflow EAPC-3 (shipped)",
+            "calibrated": "scoreflow EAPC-3 (calibrated)",
+        },
+    }
+    for nm in PEERS_ON_OUR_GRIDS:
+        solvers[nm] = {"Karras": nm, **{g: f"{nm} ({g} grid)" for g in PEER_GRIDS}}
+    have = {(r[0], r[1], r[2], r[3]): r[5] for r in rows}
+    print("\n| case | NFE | " + " | ".join(f"{s} Karras / shipped / calibrated" for s in solvers))
+    print("|---|---|" + "---|" * len(solvers))
+    for c in ("A", "B"):
+        for nfe in nfes:
+            cells = []
+            for grids in solvers.values():
+                vals = [
+                    have.get((c, "edm", grids[g], nfe)) for g in ("Karras", "shipped", "calibrated")
+                ]
+                cells.append(" / ".join("–" if v is None else f"{v:.2e}" for v in vals))
+            if any("e" in x for x in cells):
+                print(f"| {c} | {nfe} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -2418,3 +2418,12 @@ ROWS += [
         "`minibatch`",
     ),
 ]
+
+ROWS += [
+    BadInput(
+        "solve.optimised_grid.num_steps",
+        lambda: solve.OptimisedGrid(0),
+        _V,
+        "`num_steps` must be an int >= 1",
+    ),
+]

@@ -14,6 +14,7 @@ from ._grids._grids import CustomGrid as CustomGrid
 from ._grids._grids import KarrasGrid as KarrasGrid
 from ._grids._grids import LogSNRGrid as LogSNRGrid
 from ._grids._grids import UniformGrid as UniformGrid
+from ._grids._shipped import OptimisedGrid as OptimisedGrid
 from ._langevin._ais import AbstractAISKernel as AbstractAISKernel
 from ._langevin._ais import AISResult as AISResult
 from ._langevin._ais import HMCKernel as HMCKernel

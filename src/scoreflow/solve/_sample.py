@@ -7,7 +7,13 @@ from jaxtyping import Array, Float, Int
 
 from .. import _checks
 from .._custom_types import Key, RealScalarLike
-from ..sde import AbstractPrediction, AbstractSDE, probability_flow_term, reverse_sde_terms
+from ..sde import (
+    EDMSDE,
+    AbstractPrediction,
+    AbstractSDE,
+    probability_flow_term,
+    reverse_sde_terms,
+)
 from ._grids._grids import (
     AbstractGrid,
     KarrasGrid,
@@ -24,6 +30,23 @@ from ._shared._result import finite_result
 from ._shared._saveat import save_at
 from ._solvers._base import AbstractDiffusionSolver, AbstractStochasticDiffusionSolver
 from ._solvers._predictor_corrector import PredictorCorrector
+
+
+def default_sde_grid(sde: AbstractSDE) -> AbstractGrid:
+    r"""The reverse SDE's grid when none is given (1000 steps).
+
+    Uniform in $t$ (the DDPM convention) for every SDE but `EDMSDE`: on the VP and
+    sub-VP SDEs, whose log-SNR is smooth in $t$, and on the VE SDE, where uniform in $t$
+    is already geometric in $\sigma$. On `EDMSDE` the time is the noise level itself
+    ($t = \sigma$ from 80 to 0.002), so uniform steps of 0.08 leave a single step below
+    $\sigma = 0.08$ and smear any component narrower than that; there the default is
+    EDM's own `KarrasGrid(1000)`. Measured by `benchmarks/sde_default_grids.py` (a 2-d
+    mixture with a component of standard deviation 0.05; mean log-density of the samples
+    below that of exact samples, nats/dim): EDM 1.31 uniform, 0.03 Karras, 0.04
+    log-SNR; uniform in $t$ on VP 0.02, sub-VP 0.02, VE 0.06, DDPM's discrete VP 0.03
+    (Karras: 0.01, 0.05, 0.07, 0.01), not a trap, so it stays there.
+    """
+    return KarrasGrid(1000) if isinstance(sde, EDMSDE) else UniformGrid(1000)
 
 
 class SampleResult(eqx.Module):
@@ -167,7 +190,9 @@ def solve_probability_flow(
             denoiser output (`ExponentialAdamsPC`) finishes the final denoise without
             another call.
         grid: fixed time grid (default `KarrasGrid(32)` when no
-            `stepsize_controller` is given).
+            `stepsize_controller` is given, on every SDE: Karras's grid is defined in the
+            noise level $\sigma_t/\alpha_t$, so it is the same grid of noise levels
+            whatever the SDE's time variable).
         stepsize_controller: an adaptive controller, e.g.
             `diffrax.PIDController(rtol=1e-5, atol=1e-5)`; excludes `grid`.
         dt0: first step of an adaptive solve (negative; default $-(T - t_{\min})/64$).
@@ -284,7 +309,9 @@ def solve_reverse_sde(
             stochastic scoreflow diffusion solver (`StochasticDDIM(eta)`,
             `StochasticEDMHeun(churn)`), which reads the denoiser from the drift term, or
             a `PredictorCorrector`.
-        grid: fixed time grid (default `UniformGrid(1000)`).
+        grid: fixed time grid (default `UniformGrid(1000)`, uniform in $t$, except on
+            `EDMSDE`, whose time is the noise level: `KarrasGrid(1000)` there; see
+            `default_sde_grid`).
         stepsize_controller: adaptive controller; excludes `grid`.
         dt0: first step of an adaptive solve.
         denoise: replace the final state by the model's $E[x_0 \mid x]$ at `t_min`
@@ -354,7 +381,7 @@ def _solve_reverse_sde(
     key,
 ):
     t0, t1, dt0, controller, max_steps, ts = _stepping(
-        sde, grid, stepsize_controller, dt0, UniformGrid(1000), max_steps, y0.dtype
+        sde, grid, stepsize_controller, dt0, default_sde_grid(sde), max_steps, y0.dtype
     )
     levy = _levy_area(solver)
     if ts is not None:
