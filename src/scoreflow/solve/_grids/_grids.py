@@ -3,6 +3,7 @@
 import abc
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
@@ -171,7 +172,12 @@ def grid_times(grid: AbstractGrid, sde: AbstractSDE, name: str = "grid") -> Floa
     """
     if not isinstance(grid, AbstractGrid):
         raise ValueError(f"`{name}` must be a `scoreflow.solve` grid, got {type(grid).__name__}.")
-    ts = grid.times(sde)
+    # A grid and SDE with concrete parameters give constant times: computed at trace time
+    # they leave the compiled solve (their ops and a run-time range check, about half a
+    # second of XLA compile on CPU), and a bad grid raises at once. Traced parameters (a
+    # learned schedule, a grid being calibrated) are traced as before.
+    with jax.ensure_compile_time_eval():
+        ts = grid.times(sde)
     if ts.shape != (grid.num_steps + 1,):
         raise ValueError(
             f"`{name}` must give num_steps + 1 = {grid.num_steps + 1} times, got shape {ts.shape}."
