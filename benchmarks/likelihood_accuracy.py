@@ -222,6 +222,10 @@ def nfe_settings(name, sde, tol):
     """
     if name == "default":
         return dict(rtol=tol, atol=tol)
+    if name == "t":  # the time variable t, whatever the SDE's default
+        return dict(rtol=tol, atol=tol, time_variable="t")
+    if name == "vp":  # the reference VP SDE's time and state at the same log-SNR
+        return dict(rtol=tol, atol=tol, time_variable="vp")
     if name == "dt0-logsnr":  # first step: log-SNR falls by 1; safety 0.8, growth <= 5
         ctrl = dfx.PIDController(
             rtol=tol,

@@ -1,5 +1,6 @@
 """The log-likelihood of a score model through its probability-flow ODE."""
 
+import math
 from collections.abc import Callable
 
 import diffrax as dfx
@@ -10,12 +11,22 @@ from jaxtyping import Array, Float, Int
 
 from ... import _checks
 from ..._custom_types import Key, RealScalarLike
-from ...sde import AbstractPrediction, AbstractSDE, ProbabilityFlowTerm, probability_flow_term
+from ...sde import (
+    AbstractPrediction,
+    AbstractSDE,
+    ProbabilityFlowTerm,
+    VPSDE,
+    probability_flow_term,
+)
 from .._shared._model import check_model
 from ._augmented import solve_augmented
 from ._trace import AbstractTrace, Exact, check_trace
 
-TIME_VARIABLES: tuple[str, ...] = ("t", "log_snr")
+TIME_VARIABLES: tuple[str, ...] = ("t", "log_snr", "vp")
+
+# The reference of `time_variable="vp"`: Song et al.'s VP SDE, linear beta from 0.1 to 20
+# (arXiv:2011.13456, appendix C); only its log-SNR <-> time map is used.
+_REFERENCE_VP = VPSDE(beta_min=0.1, beta_max=20.0)
 
 
 class LikelihoodResult(eqx.Module):
@@ -66,6 +77,28 @@ class _InLogSNR(eqx.Module):
         ones = jnp.ones_like(log_snr)
         t, dt_dlog_snr = jax.jvp(self.sde.t_from_log_snr, (log_snr,), (ones,))
         return self.field(t, x, args) * dt_dlog_snr
+
+
+class _InVPTime(eqx.Module):
+    # The probability flow in the time u and the state v = x / c_t, c_t = sqrt(alpha_t^2
+    # + sigma_t^2), of the reference VP SDE at the same log-SNR (t(u) =
+    # sde.t_from_log_snr(reference.log_snr(u))): dv/du = (f(t, c v) - v dc/dt) / c dt/du.
+    # Its trace in v is (tr df/dx - dim (dc/dt) / c) dt/du, so the log-det of x is that of
+    # v plus dim * log(c_T / c_{t_min}) (added back in `_log_likelihood`).
+    field: Callable
+    sde: AbstractSDE
+
+    def time(self, u):
+        return self.sde.t_from_log_snr(_REFERENCE_VP.log_snr(u))
+
+    def scale(self, t):
+        alpha, sigma = self.sde.marginal(t)
+        return jnp.sqrt(alpha**2 + sigma**2)
+
+    def __call__(self, u, v, args):
+        t, dt_du = jax.jvp(self.time, (u,), (jnp.ones_like(u),))
+        c, dc_dt = jax.jvp(self.scale, (t,), (jnp.ones_like(t),))
+        return (self.field(t, c * v, args) - v * dc_dt) / c * dt_du
 
 
 def log_likelihood(
@@ -169,7 +202,7 @@ def log_likelihood(
     _checks.max_steps(max_steps)
     if dt0 is not None:
         # From t_min up to T; in log-SNR that is downwards.
-        up = time_variable == "t"
+        up = time_variable != "log_snr"
         _checks.scalar(dt0, "dt0")
         _checks.sign(
             dt0,
@@ -221,12 +254,19 @@ def _log_likelihood(
     field = _ProbabilityFlowField(probability_flow_term(sde, model, batched=False))
     t0 = jnp.asarray(sde.t_min, x.dtype)
     t1 = jnp.asarray(sde.T, x.dtype)
+    y0 = x
     if time_variable == "log_snr":
         field = _InLogSNR(field, sde)
         t0, t1 = sde.log_snr(t0), sde.log_snr(t1)
+    elif time_variable == "vp":
+        field = _InVPTime(field, sde)
+        c0, c1 = field.scale(t0), field.scale(t1)
+        y0 = x / c0
+        t0 = _REFERENCE_VP.t_from_log_snr(sde.log_snr(t0))
+        t1 = _REFERENCE_VP.t_from_log_snr(sde.log_snr(t1))
     sol = solve_augmented(
         field,
-        x,
+        y0,
         t0,
         t1,
         trace=trace,
@@ -241,18 +281,22 @@ def _log_likelihood(
         progress=progress,
         key=key,
     )
+    z, log_det = sol.z, sol.log_det
+    if time_variable == "vp":
+        z = c1 * z
+        log_det = log_det + math.prod(x.shape[1:]) * jnp.log(c1 / c0)
     prior = sde.prior_log_prob if prior_log_prob is None else prior_log_prob
-    prior_lp = jax.vmap(prior)(sol.z).astype(x.dtype)
+    prior_lp = jax.vmap(prior)(z).astype(x.dtype)
     if prior_lp.shape != (x.shape[0],):
         raise ValueError(
             f"`prior_log_prob` must return a scalar per example, got shape {prior_lp.shape[1:]}."
         )
     return LikelihoodResult(
-        log_prob=prior_lp + sol.log_det,
+        log_prob=prior_lp + log_det,
         std_error=sol.std_error,
         prior_log_prob=prior_lp,
-        delta_log_prob=sol.log_det,
-        z=sol.z,
+        delta_log_prob=log_det,
+        z=z,
         num_steps=sol.num_steps,
         nfe=sol.nfe,
         stats=sol.stats,
