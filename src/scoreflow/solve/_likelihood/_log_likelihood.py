@@ -281,6 +281,7 @@ def _log_likelihood(
     t0 = jnp.asarray(sde.t_min, x.dtype)
     t1 = jnp.asarray(sde.T, x.dtype)
     y0 = x
+    c0 = c1 = jnp.ones((), x.dtype)  # x / c is the solved state ("vp"; 1 otherwise)
     if time_variable == "log_snr":
         field = _InLogSNR(field, sde)
         t0, t1 = sde.log_snr(t0), sde.log_snr(t1)
