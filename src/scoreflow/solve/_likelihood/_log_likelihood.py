@@ -192,7 +192,8 @@ def log_likelihood(
             $\mathrm{dim}\,\log(c_T/c_{t_{\min}})$ added back. On that VP SDE it is
             `"t"` itself. On `EDMSDE` ($t = \sigma$, $x$ growing to 80) it removes the
             $1/\sigma$ part of the log-det integrand and the growth of $x$, which set the
-            steps in $t$: 85-103 evaluations reach 1e-4 nats/dim where `"t"` needs
+            steps in $t$: on case B and the full-covariance and 64-d mixtures of the
+            design set 85-103 evaluations reach 1e-4 nats/dim where `"t"` needs
             127-151 (`benchmarks/RESULTS.md`, issue 19). `dt0` is in units of $u$.
         trace: `Exact()` (forward-mode Jacobian; cost grows with the dimension) or
             `Hutchinson(num_probes, probe)` (K vector–Jacobian products per evaluation,
