@@ -15,7 +15,7 @@ from jaxtyping import TypeCheckError
 import scoreflow as sf
 from scoreflow import bijections as bij
 
-from .helpers import case_a, case_b
+from .helpers import case_a, case_b, full_cov_mixture
 
 A = jnp.asarray([[-0.4, 1.2, 0.3], [-0.8, 0.2, 0.5], [0.1, -0.6, 0.3]])
 
@@ -196,6 +196,48 @@ def test_pf_ode_log_likelihood_in_log_snr_time(exact_cases):
     ref = noisy.log_prob(sde.t_min, x)
     np.testing.assert_allclose(in_lambda.log_prob, ref, rtol=0, atol=1e-6 * mixture.dim)
     np.testing.assert_allclose(in_lambda.z, in_t.z, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "sde, case",
+    [
+        (sf.EDMSDE(), "A"),
+        pytest.param(sf.EDMSDE(), "full", marks=pytest.mark.slow),
+        pytest.param(sf.VESDE(sigma_min=0.01, sigma_max=20.0), "A", marks=pytest.mark.slow),
+    ],
+)
+def test_pf_ode_log_likelihood_in_vp_time(sde, case):
+    # In the reference VP SDE's time and state (x / sqrt(alpha^2 + sigma^2)) the
+    # likelihood and the encoding are those of the solve in t, and the exact density.
+    mixture = case_a() if case == "A" else full_cov_mixture()
+    noisy = mixture.noised(sde)
+    x = mixture.sample(8, key=jr.key(0))
+    kw: dict[str, Any] = dict(
+        prior_log_prob=lambda z: noisy.log_prob(sde.T, z), rtol=1e-8, atol=1e-8
+    )
+    in_vp = sf.solve.log_likelihood(sde, noisy, x, time_variable="vp", **kw)
+    in_t = sf.solve.log_likelihood(sde, noisy, x, time_variable="t", **kw)
+    assert in_vp.result == dfx.RESULTS.successful
+    ref = noisy.log_prob(sde.t_min, x)
+    np.testing.assert_allclose(in_vp.log_prob, ref, rtol=0, atol=1e-6 * mixture.dim)
+    np.testing.assert_allclose(in_vp.log_prob, in_t.log_prob, rtol=0, atol=1e-6 * mixture.dim)
+    np.testing.assert_allclose(in_vp.z, in_t.z, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(in_vp.log_prob, in_vp.prior_log_prob + in_vp.delta_log_prob)
+
+
+def test_vp_time_of_the_reference_vp_sde_is_its_own_time(exact_cases):
+    # On Song et al.'s VP SDE (beta 0.1 -> 20) the reference is the SDE itself: the
+    # same ODE as in t, step for step.
+    sde = exact_cases["vp"]
+    noisy = case_a().noised(sde)
+    x = case_a().sample(8, key=jr.key(2))
+    kw: dict[str, Any] = dict(prior_log_prob=lambda z: noisy.log_prob(sde.T, z), rtol=1e-5)
+    in_vp = sf.solve.log_likelihood(sde, noisy, x, time_variable="vp", **kw)
+    in_t = sf.solve.log_likelihood(sde, noisy, x, time_variable="t", **kw)
+    assert int(in_vp.nfe) == int(in_t.nfe)
+    np.testing.assert_allclose(in_vp.log_prob, in_t.log_prob, rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="dt0"):
+        sf.solve.log_likelihood(sde, noisy, x, time_variable="vp", dt0=-0.01)
 
 
 @pytest.mark.slow

@@ -34,6 +34,7 @@ from ._likelihood._augmented import FlowSolution as FlowSolution
 from ._likelihood._augmented import augmented_error_norm as augmented_error_norm
 from ._likelihood._augmented import solve_augmented as solve_augmented
 from ._likelihood._log_likelihood import LikelihoodResult as LikelihoodResult
+from ._likelihood._log_likelihood import default_time_variable as default_time_variable
 from ._likelihood._log_likelihood import log_likelihood as log_likelihood
 from ._likelihood._trace import AbstractTrace as AbstractTrace
 from ._likelihood._trace import Exact as Exact

@@ -252,7 +252,7 @@ def solve_augmented(
     t1 = jnp.asarray(t1, dtype)
     if stepsize_controller is None:
         stepsize_controller = dfx.PIDController(rtol=rtol, atol=atol, norm=augmented_error_norm)
-    if dt0 is None and not isinstance(stepsize_controller, dfx.ConstantStepSize):
+    if dt0 is None and not isinstance(stepsize_controller, (dfx.ConstantStepSize, dfx.StepTo)):
         dt0 = (t1 - t0) / 64
     elif dt0 is not None:
         dt0 = jnp.asarray(dt0, dtype)
