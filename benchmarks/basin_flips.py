@@ -17,6 +17,8 @@ EDM SDE, float64, x_T = 80 z with z from seed 3 (the first n of 4096 draws, as i
 
     PYTHONPATH=src:benchmarks python benchmarks/basin_flips.py --seeds 100 101 102 103 104
     PYTHONPATH=src:benchmarks python benchmarks/basin_flips.py --seeds 1000 --samples 1024 --nfes 50
+    PYTHONPATH=src:benchmarks python benchmarks/basin_flips.py --seeds 1000 --shadow 624 --peers
+    PYTHONPATH=src:benchmarks python benchmarks/basin_flips.py --table benchmarks/basin_flips_*.csv
 """
 
 import argparse
