@@ -131,8 +131,8 @@ class NoisyClassMixture(AbstractConditionalPrediction):
 
     classes: ClassMixture
     sde: AbstractSDE
-    parameterisation: str = eqx.field(static=True, default="score")
     _eig: tuple[Array, Array] | None
+    parameterisation: str = eqx.field(static=True, default="score")
 
     def __init__(self, classes: ClassMixture, sde: AbstractSDE, parameterisation: str = "score"):
         self.classes = classes

@@ -349,8 +349,8 @@ class NoisyMixture(AbstractPrediction):
 
     mixture: GaussianMixture
     sde: AbstractSDE
-    parameterisation: str = eqx.field(static=True, default="score")
     _eig: tuple[Array, Array] | None
+    parameterisation: str = eqx.field(static=True, default="score")
 
     def __init__(self, mixture: GaussianMixture, sde: AbstractSDE, parameterisation="score"):
         if not isinstance(mixture, GaussianMixture):
