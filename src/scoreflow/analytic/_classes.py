@@ -20,7 +20,7 @@ from .. import _checks
 from .._custom_types import Key, ScalarLike
 from ..sde import AbstractConditionalPrediction, AbstractNoisyClassifier, AbstractSDE
 from ..sde._parameterisation import check_parameterisation
-from ._mixture import GaussianMixture, _Noisy, exact_output
+from ._mixture import GaussianMixture, _eigendecomposition, _Noisy, exact_output
 
 
 def _class_log_weights(mixture, labels, y, num_classes):
@@ -97,13 +97,14 @@ class ClassMixture(eqx.Module):
         r"""Exact $\log p_0(x \mid y)$, or $\log p_0(x)$ for `y=None`."""
         return self.noised_at(1.0, 0.0, y).log_prob(self.mixture._event(x))
 
-    def noised_at(self, alpha, sigma, y=None) -> _Noisy:
-        # The class-y sub-mixture (renormalised) at fixed (alpha, sigma).
+    def noised_at(self, alpha, sigma, y=None, eig=None) -> _Noisy:
+        # The class-y sub-mixture (renormalised) at fixed (alpha, sigma); `eig` the
+        # mixture's `_eigendecomposition`, held by the noisy models.
         if y is None:
-            return _Noisy(self.mixture, alpha, sigma)
+            return _Noisy(self.mixture, alpha, sigma, eig=eig)
         y = _checks.labels(y, self.num_classes, "y", null=True)
         log_w = _class_log_weights(self.mixture, self.labels, y, self.num_classes)
-        return _Noisy(self.mixture, alpha, sigma, log_w - jax.nn.logsumexp(log_w))
+        return _Noisy(self.mixture, alpha, sigma, log_w - jax.nn.logsumexp(log_w), eig)
 
     def noised(self, sde: AbstractSDE, parameterisation: str = "score") -> "NoisyClassMixture":
         r"""The exact conditional noisy marginals $p_t(x \mid y)$ under `sde`."""
@@ -120,7 +121,7 @@ class NoisyClassMixture(AbstractConditionalPrediction):
     `model(t, x, y)` is the exact `parameterisation` quantity of class `y`'s noisy
     sub-mixture; `model(t, x)` (or `y = num_classes`) that of the whole mixture. It is the
     ideal classifier-free model: its conditional and unconditional predictions are both
-    exact.
+    exact. Full covariances are eigendecomposed once, here, as in `NoisyMixture`.
 
     Args:
         classes: the labelled mixture.
@@ -130,12 +131,14 @@ class NoisyClassMixture(AbstractConditionalPrediction):
 
     classes: ClassMixture
     sde: AbstractSDE
+    _eig: tuple[Array, Array] | None
     parameterisation: str = eqx.field(static=True, default="score")
 
     def __init__(self, classes: ClassMixture, sde: AbstractSDE, parameterisation: str = "score"):
         self.classes = classes
         self.sde = sde
         self.parameterisation = parameterisation
+        self._eig = _eigendecomposition(classes.mixture)
 
     def __check_init__(self):
         check_parameterisation(self.parameterisation)
@@ -146,7 +149,7 @@ class NoisyClassMixture(AbstractConditionalPrediction):
 
     def _at(self, t, y):
         alpha, sigma = self.sde.marginal(t)
-        return self.classes.noised_at(alpha, sigma, y)
+        return self.classes.noised_at(alpha, sigma, y, self._eig)
 
     def __call__(
         self, t: ScalarLike, x: Float[Array, "*batch dim"], y=None
@@ -166,6 +169,7 @@ class NoisyMixtureClassifier(AbstractNoisyClassifier):
 
     $p(y \mid x_t) = \sum_{k: c_k = y} r_k(x_t)$ with $r_k$ the responsibilities of the
     noised components, $r_k \propto w_k N(x_t; \alpha_t\mu_k, \alpha_t^2\Sigma_k + \sigma_t^2 I)$.
+    Full covariances are eigendecomposed once, here, as in `NoisyMixture`.
 
     Args:
         classes: the labelled mixture.
@@ -174,10 +178,12 @@ class NoisyMixtureClassifier(AbstractNoisyClassifier):
 
     classes: ClassMixture
     sde: AbstractSDE
+    _eig: tuple[Array, Array] | None
 
     def __init__(self, classes: ClassMixture, sde: AbstractSDE):
         self.classes = classes
         self.sde = sde
+        self._eig = _eigendecomposition(classes.mixture)
 
     @property
     def num_classes(self) -> int:  # pyright: ignore[reportIncompatibleVariableOverride]
@@ -187,7 +193,8 @@ class NoisyMixtureClassifier(AbstractNoisyClassifier):
         self, t: ScalarLike, x: Float[Array, "*batch dim"]
     ) -> Float[Array, "*batch classes"]:
         alpha, sigma = self.sde.marginal(t)
-        joint = _Noisy(self.classes.mixture, alpha, sigma).joint(self.classes.mixture._event(x))
+        noisy = self.classes.noised_at(alpha, sigma, eig=self._eig)
+        joint = noisy.joint(self.classes.mixture._event(x))
         member = jnp.asarray(self.classes.labels)[None, :] == jnp.arange(self.num_classes)[:, None]
         per_class = jax.nn.logsumexp(jnp.where(member, joint[..., None, :], -jnp.inf), axis=-1)
         return per_class - jax.nn.logsumexp(joint, axis=-1, keepdims=True)

@@ -158,8 +158,72 @@ class GaussianMixture(eqx.Module):
         return x
 
 
+def _eigendecomposition(mixture: GaussianMixture):
+    r"""$\Sigma_k = U_k \operatorname{diag}(s_k) U_k^\top$ of every component, or None if diagonal.
+
+    Computed once per noisy model, so that its evaluations need no LAPACK call. Nothing
+    is differentiated through `eigh` (its derivative is undefined at repeated eigenvalues):
+    `_precision_terms` carries the covariances' own derivative.
+    """
+    if mixture.diagonal:
+        return None
+    s, u = jnp.linalg.eigh(mixture.covariances)
+    return jax.lax.stop_gradient(u), jax.lax.stop_gradient(s)
+
+
+@jax.custom_jvp
+def _precision_terms(cov, u, s, alpha, sigma, r):
+    r"""$\log\det C_k$ and $C_k^{-1} r_k$ for $C_k = \alpha^2\Sigma_k + \sigma^2 I$, by products.
+
+    $C_k = U_k \operatorname{diag}(q_k) U_k^\top$ with $q_k = \alpha^2 s_k + \sigma^2$, so
+    $\log\det C_k = \sum \log q_k$ and $C_k^{-1} r_k = U_k (U_k^\top r_k / q_k)$.
+    """
+    q = alpha**2 * s + sigma**2
+    prec_r = jnp.einsum("kij,kj->ki", u, jnp.einsum("kji,kj->ki", u, r) / q)
+    return jnp.sum(jnp.log(q), -1), prec_r
+
+
+def _is_zero(tangent):
+    return type(tangent) is jax.custom_derivatives.SymbolicZero
+
+
+def _precision_terms_jvp(primals, tangents):
+    # d log det C = tr(C^{-1} dC), d(C^{-1} r) = C^{-1} (dr - dC C^{-1} r), with
+    # dC = 2 alpha dalpha Sigma + alpha^2 dSigma + 2 sigma dsigma I; the first and last
+    # terms are diagonal in U's basis. (U, s) are a cache of `cov` and carry no tangent
+    # of their own. Exact to every order in (alpha, sigma, r); to first order in `cov`.
+    # Zero tangents are symbolic, so a solve that differentiates w.r.t. time and state
+    # alone pays nothing for the covariance terms.
+    cov, u, s, alpha, sigma, r = primals
+    dcov, _, _, dalpha, dsigma, dr = tangents
+    q = alpha**2 * s + sigma**2
+    w = jnp.einsum("kji,kj->ki", u, r) / q
+    prec_r = jnp.einsum("kij,kj->ki", u, w)
+    logdet = jnp.sum(jnp.log(q), -1)
+    dw = jnp.zeros_like(w)
+    dlogdet = jnp.zeros_like(logdet)
+    if not _is_zero(dr):
+        dw = dw + jnp.einsum("kji,kj->ki", u, dr) / q
+    dq = jnp.zeros_like(q)
+    if not _is_zero(dalpha):
+        dq = dq + 2 * alpha * dalpha * s
+    if not _is_zero(dsigma):
+        dq = dq + 2 * sigma * dsigma
+    dw = dw - dq * w / q
+    dlogdet = dlogdet + jnp.sum(dq / q, -1)
+    if not _is_zero(dcov):
+        # Symmetrised, as `cholesky` and `eigh` read their input.
+        dcov = 0.5 * (dcov + jnp.swapaxes(dcov, -1, -2))
+        dw = dw - alpha**2 * jnp.einsum("kji,kj->ki", u, jnp.einsum("kij,kj->ki", dcov, prec_r)) / q
+        dlogdet = dlogdet + alpha**2 * jnp.sum(jnp.einsum("kji,kjl,kli->ki", u, dcov, u) / q, -1)
+    return (logdet, prec_r), (dlogdet, jnp.einsum("kij,kj->ki", u, dw))
+
+
+_precision_terms.defjvp(_precision_terms_jvp, symbolic_zeros=True)
+
+
 class _Noisy(eqx.Module):
-    r"""The mixture's marginal at fixed $(\\alpha, \\sigma)$, vectorised over x."""
+    r"""The mixture's marginal at fixed $(\alpha, \sigma)$, vectorised over x."""
 
     mixture: GaussianMixture
     alpha: ScalarLike
@@ -167,6 +231,10 @@ class _Noisy(eqx.Module):
     # Log-weights replacing the mixture's, -inf for dropped components (a class's
     # sub-mixture with a traced label); None: the mixture's own.
     log_weights: Array | None = None
+    # `_eigendecomposition(mixture)` of full covariances; None: a batched Cholesky and two
+    # triangular solves per evaluation instead (the mixture's own `log_prob`, outside any
+    # solver loop, where it is differentiable to every order in the covariances).
+    eig: tuple[Array, Array] | None = None
 
     def _log_w(self):
         return jnp.log(self.mixture.weights) if self.log_weights is None else self.log_weights
@@ -181,6 +249,10 @@ class _Noisy(eqx.Module):
             var = a**2 * m.covariances + s**2
             prec_r = r / var
             logdet = jnp.sum(jnp.log(var), axis=-1)
+            maha = jnp.sum(r * prec_r, axis=-1)
+        elif self.eig is not None:
+            u, eigvals = self.eig
+            logdet, prec_r = _precision_terms(m.covariances, u, eigvals, a, s, r)
             maha = jnp.sum(r * prec_r, axis=-1)
         else:
             cov = a**2 * m.covariances + s**2 * jnp.eye(d, dtype=m.covariances.dtype)[None]
@@ -256,6 +328,18 @@ class NoisyMixture(AbstractPrediction):
     `x0`, `v`) are converted from it. `log_prob`, `denoise` and `sample` are always
     exact.
 
+    Full covariances are eigendecomposed once, here,
+    $\Sigma_k = U_k \operatorname{diag}(s_k) U_k^\top$, so that every evaluation at
+    $(\alpha_t, \sigma_t)$ is matrix products: $\alpha_t^2\Sigma_k + \sigma_t^2 I =
+    U_k \operatorname{diag}(\alpha_t^2 s_k + \sigma_t^2) U_k^\top$
+    (no Cholesky or triangular solve per evaluation, and no LAPACK call inside a solve:
+    batched LAPACK calls running concurrently can deadlock XLA:CPU's thread pool, see
+    `benchmarks/RESULTS.md`, issue 19). The decomposition is a cache of
+    `mixture.covariances`: build a new `NoisyMixture` (or call `mixture.noised`) for new
+    covariances rather than replacing them with `eqx.tree_at`. Derivatives with respect
+    to time and state are exact to every order; with respect to the covariances, to
+    first order (gradients), and none passes through the decomposition itself.
+
     Args:
         mixture: the data distribution $p_0$.
         sde: the noising SDE.
@@ -265,6 +349,7 @@ class NoisyMixture(AbstractPrediction):
 
     mixture: GaussianMixture
     sde: AbstractSDE
+    _eig: tuple[Array, Array] | None
     parameterisation: str = eqx.field(static=True, default="score")
 
     def __init__(self, mixture: GaussianMixture, sde: AbstractSDE, parameterisation="score"):
@@ -279,13 +364,14 @@ class NoisyMixture(AbstractPrediction):
         self.mixture = mixture
         self.sde = sde
         self.parameterisation = parameterisation
+        self._eig = _eigendecomposition(mixture)
 
     def __check_init__(self):
         check_parameterisation(self.parameterisation)
 
     def _at(self, t):
         alpha, sigma = self.sde.marginal(t)
-        return _Noisy(self.mixture, alpha, sigma)
+        return _Noisy(self.mixture, alpha, sigma, eig=self._eig)
 
     def __call__(self, t: ScalarLike, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch dim"]:
         r"""The exact `parameterisation` quantity at $(t, x)$."""
