@@ -18,7 +18,6 @@ Prints a markdown table (pasted into `benchmarks/RESULTS.md`) and writes
 
 import argparse
 import json
-import math
 import os
 import statistics
 import time
@@ -32,6 +31,7 @@ import diffrax as dfx  # noqa: E402
 import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import jax.random as jr  # noqa: E402
+from solver_accuracy import bare_call_time as least  # noqa: E402
 from solver_accuracy import case  # noqa: E402
 
 import scoreflow as sf  # noqa: E402
@@ -99,16 +99,6 @@ def measure_fn(draw, nfe):
     compiled = jax.jit(draw).lower(key).compile()
     compile_wall, compile_cpu = time.perf_counter() - w0, time.process_time() - c0
     return compile_wall, compile_cpu, least(compiled, key, reps=7), nfe
-
-
-def least(fn, *args, reps):
-    jax.block_until_ready(fn(*args))
-    best = math.inf
-    for _ in range(reps):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def measure(sde, model, dim, dtype, nfe, kwargs):
