@@ -93,26 +93,25 @@ def peers(sde, model, dim, dtype, nfe):
     return [("peer: lax.scan (DDIM = Euler)", scan), ("peer: diffrax Euler", raw)]
 
 
-def measure_fn(draw, nfe):
-    key = jr.key(0)
+def _compile(draw):
+    """`(compiled draw, compile wall s, compile CPU s)` of a function of the key."""
     w0, c0 = time.perf_counter(), time.process_time()
-    compiled = jax.jit(draw).lower(key).compile()
-    compile_wall, compile_cpu = time.perf_counter() - w0, time.process_time() - c0
-    return compile_wall, compile_cpu, least(compiled, key, reps=7), nfe
+    compiled = jax.jit(draw).lower(jr.key(0)).compile()
+    return compiled, time.perf_counter() - w0, time.process_time() - c0
+
+
+def measure_fn(draw, nfe):
+    compiled, wall, cpu = _compile(draw)
+    return wall, cpu, least(compiled, jr.key(0), reps=7), nfe
 
 
 def measure(sde, model, dim, dtype, nfe, kwargs):
-    key = jr.key(0)
-
     def draw(key):
         return sf.sample(sde, model, (BATCH, dim), dtype=dtype, key=key, **kwargs)
 
-    w0, c0 = time.perf_counter(), time.process_time()
-    compiled = jax.jit(draw).lower(key).compile()
-    compile_wall, compile_cpu = time.perf_counter() - w0, time.process_time() - c0
-    run = least(lambda k: compiled(k).samples, key, reps=7)
-    used = int(compiled(key).nfe)
-    return compile_wall, compile_cpu, run, used
+    compiled, wall, cpu = _compile(draw)
+    run = least(lambda k: compiled(k).samples, jr.key(0), reps=7)
+    return wall, cpu, run, int(compiled(jr.key(0)).nfe)
 
 
 def floors(model, sde, dim, dtype, nfe):
