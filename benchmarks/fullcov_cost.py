@@ -4,13 +4,17 @@
 a batch of draws at one time (forward, and forward plus the reverse pass w.r.t. the
 time, which is what `calibrate_grid`'s Adam steps pay), on `full_cov` report seed 1000.
 `calibrate`: one `calibrate_grid(sde, model, pilot, nfe - 1)` call per NFE on the same
-mixture, pilot as `calibrate_design.py` (8192 draws of 80 N(0, 1), seed 99).
+mixture (or on `--family` / `--seed` of `mixture_families.py`: target 1's worst case is
+`--family many_64 --seed 100 --nfes 100`), pilot as `calibrate_design.py` (8192 draws of
+80 N(0, 1), seed 99).
 `hang`: the call that hung (`full_cov` tune seed 100, 8192 pilot draws, `num_steps=19`,
 `optimise_steps=1`), timed; run it under `timeout`. CPU seconds are
 `time.process_time()` (both cores counted), wall seconds `time.perf_counter()`.
 
     PYTHONPATH=src:benchmarks python benchmarks/fullcov_cost.py denoiser
     PYTHONPATH=src:benchmarks python benchmarks/fullcov_cost.py calibrate --nfes 10 20
+    PYTHONPATH=src:benchmarks python benchmarks/fullcov_cost.py calibrate --family many_64 \
+        --seed 100 --nfes 100
     PYTHONPATH=src:benchmarks timeout 300 python benchmarks/fullcov_cost.py hang
 """
 
@@ -22,14 +26,14 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
+import mixture_families  # noqa: E402
 import numpy as np  # noqa: E402
-from mixture_families import full_cov  # noqa: E402
 
 import scoreflow as sf  # noqa: E402
 
 
-def _model(seed):
-    w, mu, cov = full_cov(seed)
+def _model(seed, family="full_cov"):
+    w, mu, cov = getattr(mixture_families, family)(seed)
     sde = sf.EDMSDE()
     mix = sf.GaussianMixture(jnp.asarray(w), jnp.asarray(mu), jnp.asarray(cov))
     return sde, mix.noised(sde, "x0"), mu.shape
@@ -60,7 +64,8 @@ def denoiser(args):
 
 
 def calibrate(args):
-    sde, model, (k, d) = _model(1000)
+    sde, model, (k, d) = _model(args.seed, args.family)
+    name = f"{args.family} {args.seed} (K={k}, d={d})"
     pilot = jnp.asarray(80.0 * np.random.default_rng(99).standard_normal((args.pilot, d)))
     for nfe in args.nfes:
         c, t = time.process_time(), time.perf_counter()
@@ -68,7 +73,7 @@ def calibrate(args):
         jax.block_until_ready(grid.ts)
         cpu, wall = time.process_time() - c, time.perf_counter() - t
         print(
-            f"full_cov 1000 (K={k}, d={d}) NFE {nfe}: {cpu:.1f} CPU s, {wall:.1f} wall s, "
+            f"{name} NFE {nfe}: {cpu:.1f} CPU s, {wall:.1f} wall s, "
             f"source {grid.source}, pilot {grid.pilot_size}, Adam steps {grid.adam_steps}",
             flush=True,
         )
@@ -93,6 +98,8 @@ def main():
     ap.add_argument("what", choices=["denoiser", "calibrate", "hang"])
     ap.add_argument("--nfes", nargs="+", type=int, default=[10, 20])
     ap.add_argument("--pilot", type=int, default=8192)
+    ap.add_argument("--family", default="full_cov")
+    ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=50)
     args = ap.parse_args()

@@ -76,8 +76,16 @@ NETS = {
 }
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("architecture", ["plain", "gated"])
+# Two of the four pairs by default (each architecture once, each channel count once).
+@pytest.mark.parametrize(
+    "architecture, channels",
+    [
+        ("plain", 1),
+        ("gated", 3),
+        pytest.param("plain", 3, marks=pytest.mark.slow),
+        pytest.param("gated", 1, marks=pytest.mark.slow),
+    ],
+)
 def test_network_is_autoregressive_and_the_gated_one_has_no_blind_spot(architecture, channels):
     net = NETS[architecture](channels, jr.key(2))
     dep = dependence(net, (channels, 4, 4))
