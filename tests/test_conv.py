@@ -27,21 +27,35 @@ from scoreflow.nn._conv import conv2d
 def test_conv2d_is_equinox_conv(cin, cout, kernel, stride, padding, size):
     conv = eqx.nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, key=jr.key(0))
     x = jr.normal(jr.key(1), (cin, size, size))
-    np.testing.assert_allclose(conv2d(conv, x), conv(x), rtol=1e-12, atol=1e-12)
-    # and its gradients
-    g = lambda f: jax.grad(lambda c, x: jnp.sum(jnp.sin(f(c, x))), argnums=(0, 1))(conv, x)
-    (gc1, gx1), (gc2, gx2) = g(conv2d), g(lambda c, x: c(x))
+
+    # Both convolutions and their gradients in one program (eagerly, each op compiles alone).
+    @eqx.filter_jit
+    def both(conv, x):
+        def value_and_grads(f):
+            loss = lambda c, x: jnp.sum(jnp.sin(f(c, x)))
+            return f(conv, x), jax.grad(loss, argnums=(0, 1))(conv, x)
+
+        return value_and_grads(conv2d), value_and_grads(lambda c, x: c(x))
+
+    (y1, (gc1, gx1)), (y2, (gc2, gx2)) = both(conv, x)
+    np.testing.assert_allclose(y1, y2, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(gx1, gx2, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(gc1.weight, gc2.weight, rtol=1e-10, atol=1e-12)
 
 
 def test_unet_output_unchanged():
     # The U-Net through conv2d against the same network evaluated with Equinox's layers.
-    net = nn.UNet((1, 8, 8), base_channels=8, key=jr.key(0))
-    # Non-zero last layers, so that every convolution reaches the output.
-    params, static = eqx.partition(net, eqx.is_inexact_array)
-    params = jax.tree_util.tree_map(lambda a: a + 0.1 * jr.normal(jr.key(2), a.shape), params)
-    net = eqx.combine(params, static)
+    # The network's structure without running its initialisers (eager, they compile one
+    # program per parameter shape), then every parameter drawn from one normal vector: no
+    # zero-initialised last layers, so that every convolution reaches the output.
+    shapes = eqx.filter_eval_shape(nn.UNet, (1, 8, 8), base_channels=8, key=jr.key(0))
+    is_shape = lambda a: isinstance(a, jax.ShapeDtypeStruct)
+    leaves, treedef = jax.tree_util.tree_flatten(eqx.filter(shapes, is_shape), is_leaf=is_shape)
+    sizes = [leaf.size for leaf in leaves]
+    flat = 0.1 * jr.normal(jr.key(2), (sum(sizes),))
+    chunks = jnp.split(flat, np.cumsum(sizes)[:-1])
+    params = [c.reshape(leaf.shape) for c, leaf in zip(chunks, leaves)]
+    net = eqx.combine(jax.tree_util.tree_unflatten(treedef, params), shapes)
     x, t = jr.normal(jr.key(1), (1, 8, 8)), jnp.asarray(0.3)
     # Both jitted: op-by-op evaluation of a U-Net costs seconds of dispatch.
     ours = eqx.filter_jit(lambda n, t, x: n(t, x))(net, t, x)
