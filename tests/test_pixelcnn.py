@@ -26,7 +26,8 @@ def dependence(f, shape, key=jr.key(0)) -> np.ndarray:
     """
     c, h, w = shape
     x = jr.normal(key, shape)
-    jac = jax.jacobian(f)(x)  # (c, h, w, ..., c, h, w)
+    # Jitted: eagerly every primitive of the Jacobian's vmapped VJP compiles on its own.
+    jac = jax.jit(jax.jacobian(f))(x)  # (c, h, w, ..., c, h, w)
     jac = np.abs(np.asarray(jac)).reshape(c * h * w, -1, c * h * w).max(1)
     order = _order(c, h, w)
     dep = np.zeros_like(jac)
@@ -113,11 +114,14 @@ def test_uniform_head_gives_log_levels_bits_and_mass_is_the_sum_of_conditionals(
         (jnp.zeros_like(out.weight), jnp.zeros_like(out.bias)),
     )
     x = jr.randint(jr.key(4), (6, 1, 4, 4), 0, 5)
-    assert_allclose(zero.log_prob(x), -16 * np.log(5.0), rtol=1e-12)
-    assert_allclose(zero.loss(x), np.log(5.0), rtol=1e-12)
-    lp = model.conditionals(x)
+    # One compiled program for both models (only their values differ).
+    scores = eqx.filter_jit(lambda m, x: (m.log_prob(x), m.loss(x), m.conditionals(x)))
+    zero_lp, zero_loss, _ = scores(zero, x)
+    assert_allclose(zero_lp, -16 * np.log(5.0), rtol=1e-12)
+    assert_allclose(zero_loss, np.log(5.0), rtol=1e-12)
+    model_lp, _, lp = scores(model, x)
     assert lp.shape == (6, 1, 4, 4)
-    assert_allclose(model.log_prob(x), lp.reshape(6, -1).sum(-1), rtol=1e-12)
+    assert_allclose(model_lp, lp.reshape(6, -1).sum(-1), rtol=1e-12)
 
 
 @pytest.mark.parametrize("architecture", ["gated", "plain"])
@@ -135,7 +139,7 @@ def test_sampler_draws_the_model_distribution(architecture):
         ((np.arange(16)[:, None] >> np.arange(4)[None, ::-1]) & 1).reshape(16, 1, 2, 2),
         jnp.int32,
     )
-    p = np.exp(np.asarray(model.log_prob(events)))
+    p = np.exp(np.asarray(eqx.filter_jit(lambda m, x: m.log_prob(x))(model, events)))
     assert_allclose(p.sum(), 1.0, rtol=1e-10)
     n = 10_000
     s = eqx.filter_jit(lambda m, k: m.sample(n, key=k))(model, jr.key(6))
@@ -157,11 +161,17 @@ def test_discretised_logistic_head_and_conditioning():
     assert model.num_levels == 17
     x = jr.randint(jr.key(8), (5, 1, 4, 4), 0, 17)
     y = jnp.asarray([0, 1, 2, 0, 1])
-    a, b = model.log_prob(x, y=y), model.log_prob(x, y=jnp.zeros(5, jnp.int32))
+    a, b, loss, s = eqx.filter_jit(
+        lambda m, x, y: (
+            m.log_prob(x, y=y),
+            m.log_prob(x, y=jnp.zeros(5, jnp.int32)),
+            m.loss((x, y)),
+            m.sample(4, y=2, key=jr.key(9)),
+        )
+    )(model, x, y)
     assert a.shape == (5,) and bool(jnp.all(jnp.isfinite(a)))
     assert not np.allclose(a, b)  # the label changes the density
-    assert np.isfinite(float(model.loss((x, y))))
-    s = model.sample(4, y=2, key=jr.key(9))
+    assert np.isfinite(float(loss))
     assert s.shape == (4, 1, 4, 4) and s.dtype == jnp.int32
     with pytest.raises(ValueError, match="`y`"):
         model.log_prob(x)

@@ -58,6 +58,7 @@ def _mvn_logpdf(x, mean, cov):
     return -0.5 * jnp.sum(sol**2, axis=0) - half_logdet - 0.5 * x.shape[-1] * np.log(2 * np.pi)
 
 
+@jax.jit
 def _exact(w, mu, x):
     cov = w @ w.T + NOISE * jnp.eye(D)
     return _mvn_logpdf(x, mu, cov)
@@ -80,6 +81,9 @@ def _data(n, key=jr.key(1)):
     return z @ w.T + mu[None] + np.sqrt(NOISE) * jr.normal(jr.fold_in(key, 1), (n, D))
 
 
+# The tests run each model's computations under one jit: eagerly every primitive would
+# compile on its own, which is most of this file's time.
+@eqx.filter_jit
 def _mean_elbo(model, x, num_keys=4000):
     # The ELBO's expectation per example, by averaging one-draw ELBOs over many keys.
     draws = jax.vmap(lambda k: model.elbo(x, key=k))(jr.split(jr.key(5), num_keys))
@@ -95,9 +99,9 @@ def test_elbo_is_log_p_minus_the_kl_to_the_posterior():
     x = _data(8)
     log_p = _exact(w, mu, x)
     elbo, se = _mean_elbo(model, x)
-    mean_q, log_var_q = jax.vmap(wrong)(x)
-    mean_p, log_var_p = jax.vmap(exact)(x)
-    kl = losses.gaussian_kl(mean_q, log_var_q, mean_p, log_var_p)
+    kl = eqx.filter_jit(lambda q, p, x: losses.gaussian_kl(*jax.vmap(q)(x), *jax.vmap(p)(x)))(
+        wrong, exact, x
+    )
     assert bool(jnp.all(kl > 0.05))
     assert_allclose(elbo, log_p - kl, atol=float(5 * se.max()) + 1e-6)
     assert bool(jnp.all(elbo < log_p))
@@ -111,8 +115,13 @@ def test_exact_posterior_makes_every_bound_log_p():
     model = _vae(_posterior(w, mu), LinearDecoder(w, mu))
     x = _data(8)
     log_p = _exact(w, mu, x)
-    assert_allclose(model.elbo(x, num_samples=7, key=jr.key(2)), log_p, rtol=1e-10)
-    est = model.log_prob_estimate(x, num_samples=100, chunk_size=30, key=jr.key(3))
+    iwae, est = eqx.filter_jit(
+        lambda m, x: (
+            m.elbo(x, num_samples=7, key=jr.key(2)),
+            m.log_prob_estimate(x, num_samples=100, chunk_size=30, key=jr.key(3)),
+        )
+    )(model, x)
+    assert_allclose(iwae, log_p, rtol=1e-10)
     assert_allclose(est.value, log_p, rtol=1e-10)
     assert float(est.stderr.max()) < 1e-6
     elbo, se = _mean_elbo(model, x)
@@ -142,14 +151,19 @@ def test_iwae_bound_increases_with_k_towards_log_p():
     model = _vae(LinearEncoder(exact.a, exact.b + 0.4, exact.log_var + 1.0), LinearDecoder(w, mu))
     x = _data(128)
     log_p = float(jnp.mean(_exact(w, mu, x)))
+
     # One key and chunks of 5 for every K: the K = 50 draws start with the K = 5 ones (common
     # random numbers), so the differences are not lost in the estimates' noise.
-    bound = {
-        k: float(jnp.mean(model.elbo(x, num_samples=k, chunk_size=5, key=jr.key(7))))
-        for k in (5, 50, 500)
-    }
+    @eqx.filter_jit
+    def bounds(m, x):
+        iwae = {
+            k: jnp.mean(m.elbo(x, num_samples=k, chunk_size=5, key=jr.key(7))) for k in (5, 50, 500)
+        }
+        return iwae, m.log_prob_estimate(x, key=jr.key(9))  # K = 5000
+
+    iwae, est = bounds(model, x)
+    bound = {k: float(v) for k, v in iwae.items()}
     bound[1] = float(jnp.mean(_mean_elbo(model, x, num_keys=200)[0]))
-    est = model.log_prob_estimate(x, key=jr.key(9))  # K = 5000
     # Beyond K = 50 this proposal's bound has converged to within the estimates' noise.
     assert bound[1] < bound[5] < bound[50] < bound[500] + 0.01, bound
     assert bound[50] < log_p
@@ -190,19 +204,17 @@ def test_iwae_gradient_is_the_normalised_weights_estimator():
             eqx.filter_grad(lambda m: m.loss(x, key=key))(m),
             eqx.filter_grad(surrogate)(m),
             eqx.filter_grad(naive)(m),
+            m.loss(x, key=key),
+            -jnp.mean(jax.nn.logsumexp(log_weights(m), axis=0) - jnp.log(4.0)),
         )
 
-    g, want, wrong = grads(model)
+    g, want, wrong, loss, iwae = grads(model)
     leaves = lambda t: jnp.concatenate(
         [v.ravel() for v in jax.tree_util.tree_leaves(eqx.filter(t, eqx.is_inexact_array))]
     )
     assert_allclose(leaves(g), leaves(want), rtol=1e-9, atol=1e-12)
     assert not np.allclose(leaves(g), leaves(wrong), rtol=1e-3)
-    assert_allclose(
-        model.loss(x, key=key),
-        -jnp.mean(jax.nn.logsumexp(log_weights(model), axis=0) - jnp.log(4.0)),
-        rtol=1e-12,
-    )
+    assert_allclose(loss, iwae, rtol=1e-12)
 
 
 @pytest.mark.slow  # about 10 s: 1500 optimiser steps
@@ -267,20 +279,20 @@ def test_discrete_decoders_score_levels_and_bin_densities_alike(head):
     raw = sf.data.digits_raw("test")[:4].reshape(4, 1, 8, 8)
     centres = sf.metrics.bin_centres(raw, levels=17)
     inside = centres + 0.4 * (2 / 17) * (jr.uniform(jr.key(1), centres.shape) - 0.5)
-    key = jr.key(2)
-    mass = model.elbo(raw, key=key)
+    elbo = eqx.filter_jit(lambda m, x: m.elbo(x, key=jr.key(2)))
+    mass = elbo(model, raw)
     log_w = 64 * np.log(2 / 17)
     assert bool(jnp.all(mass < 0))
-    assert_allclose(model.elbo(centres, key=key), mass - log_w, rtol=1e-12)
-    assert_allclose(model.elbo(inside, key=key), mass - log_w, rtol=1e-12)
+    assert_allclose(elbo(model, centres), mass - log_w, rtol=1e-12)
+    assert_allclose(elbo(model, inside), mass - log_w, rtol=1e-12)
     bpd = sf.metrics.bits_per_dim(
-        lambda y, *, key: model.elbo(y.reshape(-1, 1, 8, 8), key=jr.key(2)),
+        lambda y, *, key: elbo(model, y.reshape(-1, 1, 8, 8)),
         raw.reshape(4, -1),
         levels=17,
         key=jr.key(3),
     ).bits_per_dim
     assert_allclose(bpd, -mass / (64 * np.log(2)), rtol=1e-10)
-    s = model.sample(5, key=jr.key(4))
+    s = eqx.filter_jit(lambda m: m.sample(5, key=jr.key(4)))(model)
     assert s.shape == (5, 1, 8, 8)
     assert_allclose(evaluation.quantise(s), s, atol=1e-12)  # bin centres
 
@@ -289,7 +301,7 @@ def test_bad_data_and_sizes_are_refused():
     binary = _digits_vae(nn.Bernoulli())
     with pytest.raises(ValueError, match="`x`.*binary"):
         binary.loss(jnp.full((2, 1, 8, 8), 0.5), key=jr.key(0))
-    binary.loss(jnp.ones((2, 1, 8, 8)), key=jr.key(0))
+    eqx.filter_jit(lambda m, x: m.loss(x, key=jr.key(0)))(binary, jnp.ones((2, 1, 8, 8)))
     cat = _digits_vae(nn.Categorical(17))
     with pytest.raises(ValueError, match="`x`.*levels"):
         cat.elbo(jnp.full((2, 1, 8, 8), 17), key=jr.key(0))
@@ -334,11 +346,15 @@ def test_hierarchical_bounds_are_ordered(inference):
     model = _hvae(inference=inference)
     x = sf.data.ring_mixture().sample(16, key=jr.key(1)) / 4
     elbo, se = _mean_elbo(model, x, num_keys=200)
-    est = model.log_prob_estimate(x, num_samples=500, chunk_size=500, key=jr.key(2))
+    est, s = eqx.filter_jit(
+        lambda m, x: (
+            m.log_prob_estimate(x, num_samples=500, chunk_size=500, key=jr.key(2)),
+            m.sample((2, 3), key=jr.key(3)),
+        )
+    )(model, x)
     assert bool(jnp.all(jnp.isfinite(est.value)))
     assert float(jnp.mean(est.value - elbo)) > 0
     assert bool(jnp.all(est.value - elbo > -5 * se - 3 * est.stderr))
-    s = model.sample((2, 3), key=jr.key(3))
     assert s.shape == (2, 3, 2)
 
 
@@ -349,7 +365,7 @@ def test_residual_posterior_is_the_prior_when_its_offsets_vanish():
     zero = lambda m: jax.tree_util.tree_map(jnp.zeros_like, m)
     model = eqx.tree_at(lambda m: m.posterior[0], model, zero(model.posterior[0]))
     x = sf.data.ring_mixture().sample(8, key=jr.key(1)) / 4
-    _, kls, ratios = model._passes(*model._prepare(x)[:2], jr.key(2))
+    _, kls, ratios = eqx.filter_jit(lambda m, x: m._passes(*m._prepare(x)[:2], jr.key(2)))(model, x)
     assert_allclose(kls[:, 0], 0.0, atol=1e-12)
     assert_allclose(ratios[:, 0], 0.0, atol=1e-10)
     assert bool(jnp.all(kls[:, 1] > 0))
@@ -358,20 +374,30 @@ def test_residual_posterior_is_the_prior_when_its_offsets_vanish():
 def test_warm_up_free_bits_and_skipped_updates():
     x = sf.data.ring_mixture().sample(32, key=jr.key(1)) / 4
     key = jr.key(2)
-    plain = _hvae()
-    log_px, kls, _ = plain._passes(*plain._prepare(x)[:2], key)
+    plain, warm, free = _hvae(), _hvae(warmup_steps=10), _hvae(free_bits=2.0)
+
+    @eqx.filter_jit
+    def values(plain, warm, free, state):
+        log_px, kls, _ = plain._passes(*plain._prepare(x)[:2], key)
+        return (
+            log_px,
+            kls,
+            warm.stateful_loss(x, state, key=key),
+            warm.stateful_loss(x, jnp.asarray(5, jnp.int32), key=key)[0],
+            warm.loss(x, key=key),
+            free.loss(x, key=key),
+        )
+
+    log_px, kls, (value, new), value5, warm_loss, free_loss = values(
+        plain, warm, free, warm.init_state(key=jr.key(0))
+    )
     recon = -float(jnp.mean(log_px))
     kl = np.asarray(jnp.mean(kls, 0))
-    warm = _hvae(warmup_steps=10)
-    state = warm.init_state(key=jr.key(0))
-    value, new = warm.stateful_loss(x, state, key=key)
     assert int(new) == 1
     assert_allclose(value, recon, rtol=1e-12)  # beta = 0 at step 0
-    value5, _ = warm.stateful_loss(x, jnp.asarray(5, jnp.int32), key=key)
     assert_allclose(value5, recon + 0.5 * kl.sum(), rtol=1e-10)
-    assert_allclose(warm.loss(x, key=key), recon + kl.sum(), rtol=1e-10)
-    free = _hvae(free_bits=2.0)
-    assert_allclose(free.loss(x, key=key), recon + np.maximum(kl, 2.0).sum(), rtol=1e-10)
+    assert_allclose(warm_loss, recon + kl.sum(), rtol=1e-10)
+    assert_allclose(free_loss, recon + np.maximum(kl, 2.0).sum(), rtol=1e-10)
     # fit carries the warm-up step as the model's state; a threshold no gradient is
     # under skips every update and leaves the parameters and the inner state alone.
     opt = train.skip_large_updates(train.default_optimizer(1e-2), max_norm=1e-12)

@@ -29,20 +29,42 @@ def test_learned_schedule_generates_its_marginal(width):
     sde = sf.sde.LearnedVPSDE(
         -6.0, 5.0, None if width is None else nn.MonotoneMLP(16, key=jr.key(1)), t_min=0.01
     )
-    for t in (0.003, 0.02, 0.4, 0.97):
-        t = jnp.asarray(t)
+
+    # One compiled program for every t (eagerly each primitive would compile on its own).
+    @eqx.filter_jit
+    def at(sde, t):
         dlog_alpha = jax.grad(lambda s: jnp.log(sde.marginal(s)[0]))(t)
         dvar = jax.grad(lambda s: sde.marginal(s)[1] ** 2)(t)
         alpha, sigma = sde.marginal(t)
         f = sde.drift_coefficient(t)
+        g2 = sde.diffusion(t) ** 2
+        return (
+            dlog_alpha,
+            dvar,
+            alpha,
+            sigma,
+            f,
+            g2,
+            sde.t_from_log_snr(sde.log_snr(t)),
+            sde.log_snr(t),
+        )
+
+    for t in (0.003, 0.02, 0.4, 0.97):
+        t = jnp.asarray(t)
+        dlog_alpha, dvar, alpha, sigma, f, g2, t_back, log_snr = at(sde, t)
         assert_allclose(f, dlog_alpha, rtol=1e-9)
-        assert_allclose(sde.diffusion(t) ** 2, dvar - 2 * f * sigma**2, rtol=1e-9)
+        assert_allclose(g2, dvar - 2 * f * sigma**2, rtol=1e-9)
         assert_allclose(alpha**2 + sigma**2, 1.0, rtol=1e-12)
-        assert_allclose(sde.t_from_log_snr(sde.log_snr(t)), t, rtol=1e-10)
-        assert_allclose(sde.log_snr(t), np.log(alpha / sigma), rtol=1e-10)
+        assert_allclose(t_back, t, rtol=1e-10)
+        assert_allclose(log_snr, np.log(alpha / sigma), rtol=1e-10)
     assert_allclose(sde.marginal(0.0), (1.0, 0.0), atol=1e-15)
     assert_allclose(sde.gamma(sde.t_min), -6.0, rtol=1e-12)
     assert_allclose(sde.gamma(sde.T), 5.0, rtol=1e-12)
+
+
+@eqx.filter_jit
+def _gamma_and_beta(sde, t):
+    return sde.gamma(t), sde.beta(t)
 
 
 @given(
@@ -57,10 +79,10 @@ def test_learned_schedule_is_monotone_for_every_parameter(seed, scale, lo, gap):
     net = nn.MonotoneMLP(16, key=jr.key(seed))
     net = jax.tree_util.tree_map(lambda v: scale * v, net)
     sde = sf.sde.LearnedVPSDE(lo, lo + gap, net)
-    t = jnp.linspace(sde.t_min, sde.T, 257)
-    g = sde.gamma(t)
+    # Jitted once for every example: the parameters are arrays, only their values change.
+    g, beta = _gamma_and_beta(sde, jnp.linspace(sde.t_min, sde.T, 257))
     assert bool(jnp.all(jnp.diff(g) > 0))
-    assert bool(jnp.all(sde.beta(t) > 0))
+    assert bool(jnp.all(beta > 0))
     assert_allclose([g[0], g[-1]], [lo, lo + gap], rtol=1e-9, atol=1e-9)
 
 
@@ -128,11 +150,16 @@ def test_vdm_trains_its_schedule_and_scores_discrete_data():
     levels = jr.randint(jr.key(6), (6, 4), 0, 5)
     centres = sf.metrics.bin_centres(levels, levels=5)
     key = jr.key(7)
-    elbo = eqx.filter_jit(lambda m, x: m.elbo(x, key=key))
-    mass = elbo(model, levels)
-    assert_allclose(elbo(model, centres), mass - 4 * np.log(2 / 5), rtol=1e-12)
+    # The mass, the density and the gradient in one compiled program.
+    mass, density, grads = eqx.filter_jit(
+        lambda m, levels, centres: (
+            m.elbo(levels, key=key),
+            m.elbo(centres, key=key),
+            eqx.filter_grad(lambda m: m.loss(centres, key=key))(m),
+        )
+    )(model, levels, centres)
+    assert_allclose(density, mass - 4 * np.log(2 / 5), rtol=1e-12)
     assert bool(jnp.all(mass < 0))
-    grads = eqx.filter_jit(eqx.filter_grad(lambda m: m.loss(centres, key=key)))(model)
     for g in (grads.sde.gamma_min, grads.sde.gamma_gap, grads.sde.network.w2):
         assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.max(jnp.abs(g))) > 0
     with pytest.raises(ValueError, match="`x`.*levels"):
