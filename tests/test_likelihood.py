@@ -179,22 +179,28 @@ def test_pf_ode_log_likelihood_is_exact(case, sde_name, exact_cases):
     assert int(res.nfe) > 0 and int(res.nfe) == 6 * int(res.num_steps) + 1
 
 
-def test_pf_ode_log_likelihood_in_log_snr_time(exact_cases):
-    # Integrating in lambda = log(alpha/sigma) rescales the field and the trace by
-    # dt/dlambda: the same log-likelihood as in t, and the analytic one.
+@pytest.fixture(scope="module")
+def vp_case_a_in_t(exact_cases):
+    # The exact-prior solve in t of case A under the VP SDE, which the other time
+    # variables are compared with: every solve compiles its own program, so it is shared.
     sde = exact_cases["vp"]
-    mixture = case_a()
-    noisy = mixture.noised(sde)
-    x = mixture.sample(8, key=jr.key(0))
+    noisy = case_a().noised(sde)
+    x = case_a().sample(8, key=jr.key(0))
     kw: dict[str, Any] = dict(
         prior_log_prob=lambda z: noisy.log_prob(sde.T, z), rtol=1e-8, atol=1e-8
     )
+    return sde, noisy, x, kw, sf.solve.log_likelihood(sde, noisy, x, **kw)
+
+
+def test_pf_ode_log_likelihood_in_log_snr_time(vp_case_a_in_t):
+    # Integrating in lambda = log(alpha/sigma) rescales the field and the trace by
+    # dt/dlambda: the same log-likelihood as in t, and the analytic one.
+    sde, noisy, x, kw, in_t = vp_case_a_in_t
     in_lambda = sf.solve.log_likelihood(sde, noisy, x, time_variable="log_snr", **kw)
-    in_t = sf.solve.log_likelihood(sde, noisy, x, **kw)
     assert in_lambda.result == dfx.RESULTS.successful
     np.testing.assert_allclose(in_lambda.log_prob, in_t.log_prob, rtol=0, atol=2e-6)
     ref = noisy.log_prob(sde.t_min, x)
-    np.testing.assert_allclose(in_lambda.log_prob, ref, rtol=0, atol=1e-6 * mixture.dim)
+    np.testing.assert_allclose(in_lambda.log_prob, ref, rtol=0, atol=1e-6 * x.shape[1])
     np.testing.assert_allclose(in_lambda.z, in_t.z, rtol=0, atol=1e-6)
 
 
@@ -225,15 +231,11 @@ def test_pf_ode_log_likelihood_in_vp_time(sde, case):
     np.testing.assert_allclose(in_vp.log_prob, in_vp.prior_log_prob + in_vp.delta_log_prob)
 
 
-def test_vp_time_of_the_reference_vp_sde_is_its_own_time(exact_cases):
+def test_vp_time_of_the_reference_vp_sde_is_its_own_time(vp_case_a_in_t):
     # On Song et al.'s VP SDE (beta 0.1 -> 20) the reference is the SDE itself: the
     # same ODE as in t, step for step.
-    sde = exact_cases["vp"]
-    noisy = case_a().noised(sde)
-    x = case_a().sample(8, key=jr.key(2))
-    kw: dict[str, Any] = dict(prior_log_prob=lambda z: noisy.log_prob(sde.T, z), rtol=1e-5)
+    sde, noisy, x, kw, in_t = vp_case_a_in_t
     in_vp = sf.solve.log_likelihood(sde, noisy, x, time_variable="vp", **kw)
-    in_t = sf.solve.log_likelihood(sde, noisy, x, time_variable="t", **kw)
     assert int(in_vp.nfe) == int(in_t.nfe)
     np.testing.assert_allclose(in_vp.log_prob, in_t.log_prob, rtol=0, atol=1e-9)
     with pytest.raises(ValueError, match="dt0"):

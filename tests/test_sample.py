@@ -109,8 +109,10 @@ def test_adaptive_solve_reports_steps(getkey):
     assert float(jnp.max(jnp.abs(loose.samples - tight.samples))) < 1e-2
 
 
+@eqx.filter_jit
 def _by_hand(sde, model, y0, path, solver, controller, dt0):
-    # The reverse SDE solved directly with diffrax on a given Brownian path.
+    # The reverse SDE solved directly with diffrax on a given Brownian path (jitted
+    # whole: eager, every operation around the solve compiles on its own).
     terms = sf.sde.reverse_sde_terms(sde, model, path)
     sol = dfx.diffeqsolve(
         terms, solver, sde.T, sde.t_min, dt0, y0, stepsize_controller=controller, max_steps=4096
@@ -121,8 +123,9 @@ def _by_hand(sde, model, y0, path, solver, controller, dt0):
 
 def test_adaptive_reverse_sde_uses_brownian_tree(getkey):
     # The adaptive solve's Brownian motion is exactly a VirtualBrownianTree of the
-    # documented tolerance on [t_min, T] (the same samples as that tree by hand); a
-    # fixed grid's is the GridBrownianPath of that grid.
+    # documented tolerance on [t_min, T] (the same samples as that tree by hand). A fixed
+    # grid's is the GridBrownianPath of that grid: test_solvers.py's
+    # test_ddpm_ancestral_is_stochastic_ddim_at_eta_one checks that by hand.
     sde = sf.VPSDE()
     model = case_a().noised(sde)
     y0 = sde.prior_sample((32, 2), key=getkey())
@@ -140,16 +143,12 @@ def test_adaptive_reverse_sde_uses_brownian_tree(getkey):
     dt0 = -(sde.T - sde.t_min) / 64
     want = _by_hand(sde, model, y0, tree, dfx.Heun(), controller, dt0)
     assert_allclose(res.samples, want, rtol=1e-12, atol=1e-12)
-    grid = sf.solve.UniformGrid(50)
-    fixed = sf.solve.solve_reverse_sde(sde, model, y0, grid=grid, key=key)
-    ts = grid.times(sde)
-    path = sf.solve.GridBrownianPath(ts, y0.shape, key=key, dtype=y0.dtype)
-    want = _by_hand(sde, model, y0, path, dfx.Euler(), dfx.StepTo(ts), None)
-    assert_allclose(fixed.samples, want, rtol=1e-12, atol=1e-12)
 
 
 # Order of each diffrax solver on the probability-flow ODE of case A under the VP SDE,
-# against a tight adaptive reference, measured as a log-log slope (float64).
+# by Richardson: with N, 2N, 4N log-SNR-uniform steps |x_N - x_2N| / |x_2N - x_4N| -> 2^p
+# (float64; no reference solve needed). From 64 steps: at 32 the estimate is still
+# preasymptotic (Midpoint 1.72, Bosh3 2.74; from 64: 1.04, 1.94, 1.85, 2.88).
 # (Midpoint and Bosh3 under `slow`: the default run checks a first- and a second-order one.)
 ORDERS = [
     (dfx.Euler(), 1),
@@ -160,33 +159,20 @@ ORDERS = [
 
 
 @pytest.mark.parametrize("solver, order", ORDERS, ids=lambda s: type(s).__name__)
-def test_probability_flow_convergence_order(solver, order, getkey):
+def test_probability_flow_convergence_order(solver, order):
     sde = sf.VPSDE()
     score = case_a().noised(sde)
     y0 = sde.prior_sample((32, 2), key=jr.key(0))
-    ref = sf.solve.solve_probability_flow(
-        sde,
-        score,
-        y0,
-        solver=dfx.Tsit5(),
-        denoise=False,
-        stepsize_controller=dfx.PIDController(rtol=1e-12, atol=1e-12),
-        max_steps=100000,
-    ).samples
-    ns = np.array([32, 64, 128])
-    errs = []
-    for n in ns:
-        x = sf.solve.solve_probability_flow(
-            sde,
-            score,
-            y0,
-            solver=solver,
-            grid=sf.solve.LogSNRGrid(int(n)),
-            denoise=False,
+    outs = [
+        sf.solve.solve_probability_flow(
+            sde, score, y0, solver=solver, grid=sf.solve.LogSNRGrid(n), denoise=False
         ).samples
-        errs.append(float(jnp.sqrt(jnp.mean((x - ref) ** 2))))
-    slope = -np.polyfit(np.log(ns), np.log(errs), 1)[0]
-    assert abs(slope - order) < 0.25, (errs, slope)
+        for n in (64, 128, 256)
+    ]
+    e1 = float(jnp.sqrt(jnp.mean((outs[0] - outs[1]) ** 2)))
+    e2 = float(jnp.sqrt(jnp.mean((outs[1] - outs[2]) ** 2)))
+    slope = np.log2(e1 / e2)
+    assert abs(slope - order) < 0.25, (e1, e2, slope)
 
 
 def test_no_recompile_when_only_values_change(getkey):
@@ -253,10 +239,13 @@ def test_sample_is_differentiable_in_model_parameters(method):
         )
         return jnp.mean(res.samples**2)
 
+    # Jitted whole: eager, the prior draw and the loss compile op by op, under the
+    # gradient's trace as well.
     c = jnp.asarray(0.1)
-    g = jax.grad(loss)(c)
+    g = jax.jit(jax.grad(loss))(c)
     h = 1e-5
-    fd = (loss(c + h) - loss(c - h)) / (2 * h)
+    value = jax.jit(loss)
+    fd = (value(c + h) - value(c - h)) / (2 * h)
     assert_allclose(g, fd, rtol=1e-5)
 
 
