@@ -93,15 +93,22 @@ def test_dsm_with_labels_is_dsm_of_the_conditioned_model():
     model = MODELS["conditional_score_sde"].build(jr.key(1))
     x, _ = labelled_data(jr.key(2), 32)
     key = jr.key(3)
-    values = []
-    for y in range(4):  # three classes and the null label
+
+    # One program for every label (traced), not an eager op-by-op run per label.
+    @eqx.filter_jit
+    def both(model, x, y):
         labels = jnp.full((32,), y)
         got = losses.denoising_score_matching(model.sde, model, x, labels=labels, key=key)
         want = losses.denoising_score_matching(model.sde, model.condition(y), x, key=key)
+        return got, want
+
+    values = []
+    for y in range(4):  # three classes and the null label
+        got, want = both(model, x, jnp.asarray(y))
         assert_allclose(got, want, rtol=1e-12)
         values.append(float(got))
     # The null label is the model's unconditional reading, and the classes differ.
-    plain = losses.denoising_score_matching(model.sde, model, x, key=key)
+    plain = eqx.filter_jit(losses.denoising_score_matching)(model.sde, model, x, key=key)
     assert_allclose(values[3], plain, rtol=1e-12)
     assert len(set(values)) == 4
 
@@ -110,11 +117,19 @@ def test_label_dropout_one_trains_only_the_null_label():
     x, y = labelled_data(jr.key(2), 32)
     key = jr.key(3)
     network = MODELS["conditional_score_sde"].build(jr.key(1)).network
-    model = _conditional(network)
-    plain = losses.denoising_score_matching(model.sde, model, x, key=key)
-    assert_allclose(_conditional(network, 1.0).loss((x, y), key=key), plain, rtol=1e-12)
-    labelled = losses.denoising_score_matching(model.sde, model, x, labels=y, key=key)
-    assert_allclose(_conditional(network, 0.0).loss((x, y), key=key), labelled, rtol=1e-12)
+
+    @eqx.filter_jit  # the four losses in one program, not op by op
+    def read(network):
+        model = _conditional(network)
+        plain = losses.denoising_score_matching(model.sde, model, x, key=key)
+        labelled = losses.denoising_score_matching(model.sde, model, x, labels=y, key=key)
+        dropped = _conditional(network, 1.0).loss((x, y), key=key)
+        kept = _conditional(network, 0.0).loss((x, y), key=key)
+        return plain, labelled, dropped, kept
+
+    plain, labelled, dropped, kept = read(network)
+    assert_allclose(dropped, plain, rtol=1e-12)
+    assert_allclose(kept, labelled, rtol=1e-12)
     assert not np.isclose(float(labelled), float(plain), rtol=1e-6)
 
     # The gradient reaches the null row of the label table alone (and with no dropout,
@@ -133,9 +148,15 @@ def test_label_dropout_one_trains_only_the_null_label():
     ddpm = models.ConditionalDDPM(
         built.network, event_shape=(2,), num_classes=3, label_dropout=1.0, betas=built.sde.betas
     )
-    steps = losses.DiscreteTime(ddpm.sde.step_times())
-    want = losses.denoising_score_matching(ddpm.sde, ddpm, x, time_sampling=steps, key=key)
-    assert_allclose(ddpm.loss((x, y), key=key), want, rtol=1e-12)
+
+    @eqx.filter_jit
+    def ddpm_losses(ddpm):
+        steps = losses.DiscreteTime(ddpm.sde.step_times())
+        want = losses.denoising_score_matching(ddpm.sde, ddpm, x, time_sampling=steps, key=key)
+        return ddpm.loss((x, y), key=key), want
+
+    got, want = ddpm_losses(ddpm)
+    assert_allclose(got, want, rtol=1e-12)
 
 
 class _ExactClassNoise(eqx.Module):
@@ -226,8 +247,12 @@ def test_network_options_keep_the_old_parameters():
     # None is the null label; a class changes the output once the last layer is not zero.
     net = eqx.tree_at(lambda n: n.last.weight, new, jnp.ones_like(new.last.weight))
     t, x0 = jnp.asarray(0.3), jnp.ones(2)
-    assert_allclose(net(t, x0), net(t, x0, 3), rtol=0)
-    assert not np.allclose(net(t, x0, 0), net(t, x0, 1))
+    # One program for the four readings, not an eager op-by-op run of each.
+    null, three, zero, one = eqx.filter_jit(
+        lambda net: [net(t, x0, *y) for y in ((), (3,), (0,), (1,))]
+    )(net)
+    assert_allclose(null, three, rtol=0)
+    assert not np.allclose(zero, one)
     with pytest.raises(ValueError, match="`y`"):
         old(t, x0, 1)
     # Vector outputs: a classifier's logits.

@@ -95,13 +95,14 @@ def test_standardiser_round_trip():
 
 
 def test_cli_train_sample_and_evaluate(tmp_path, capsys):
+    # The sizes of test_checkpoints.py's CLI runs: the same programs, compiled once.
     cfg = {
         "dataset": "ring_mixture",
-        "num_train": 256,
-        "steps": 20,
-        "batch_size": 32,
-        "steps_per_chunk": 10,
-        "network": {"width": 16, "depth": 1},
+        "num_train": 128,
+        "steps": 4,
+        "batch_size": 16,
+        "steps_per_chunk": 2,
+        "network": {"width": 8, "depth": 1},
         "checkpoint": str(tmp_path / "run" / "m.eqx"),
     }
     path = tmp_path / "cfg.json"
@@ -117,7 +118,7 @@ def test_cli_train_sample_and_evaluate(tmp_path, capsys):
                 "--checkpoint",
                 cfg["checkpoint"],
                 "--num",
-                "16",
+                "8",
                 "--out",
                 str(out),
                 "--png",
@@ -126,16 +127,16 @@ def test_cli_train_sample_and_evaluate(tmp_path, capsys):
         )
         == 0
     )
-    assert np.load(out).shape == (16, 2) and png.exists()
+    assert np.load(out).shape == (8, 2) and png.exists()
     report = tmp_path / "r.json"
-    args = ["evaluate", "--checkpoint", cfg["checkpoint"], "--num", "16", "--num-eval", "16"]
+    args = ["evaluate", "--checkpoint", cfg["checkpoint"], "--num", "8", "--num-eval", "8"]
     args += ["--json", str(report)]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "scoreflow train" in text and "scoreflow sample" in text
     assert "KL(data || model)" in text and "modes captured" in text
     fields = json.loads(report.read_text())
-    assert fields["num_samples"] == 16 and fields["kl"] > 0 and 0 < fields["mmd_p_value"] <= 1
+    assert fields["num_samples"] == 8 and fields["kl"] > 0 and 0 < fields["mmd_p_value"] <= 1
 
 
 def test_cli_config_errors(tmp_path):

@@ -147,9 +147,14 @@ def test_dcgan_networks_on_8x8_images():
     gen = nn.DCGANGenerator(8, (1, 8, 8), width=4, key=jr.key(0))
     disc = nn.DCGANDiscriminator((1, 8, 8), width=4, spectral_norm=True, key=jr.key(1))
     gan = models.GAN(gen, disc, event_shape=(1, 8, 8), latent_dim=8)
-    x = gan.sample(3, key=jr.key(2))
+
+    @eqx.filter_jit  # both networks in one program: op by op, every conv compiles apart
+    def run(gan, key):
+        x = gan.sample(3, key=key)
+        return x, *gan.logits(x, gan.init_state())
+
+    x, logits, state = run(gan, jr.key(2))
     assert x.shape == (3, 1, 8, 8) and float(jnp.abs(x).max()) < 1
-    logits, state = gan.logits(x, gan.init_state())
     assert logits.shape == (3,) and state is not None
     with pytest.raises(ValueError, match="`event_shape`"):
         nn.DCGANGenerator(8, (1, 6, 6), key=jr.key(0))

@@ -202,12 +202,18 @@ def test_exact_conditional_against_bayes_rule():
     mix = full_cov_mixture()
     known = jnp.array([True, False, True])
     y = jnp.array([0.5, 0.0, -1.0])
-    cond = sf.analytic.conditional(mix, known, y)
     grid = jnp.linspace(-12.0, 12.0, 1201)
-    joint = jnp.stack([jnp.full_like(grid, y[0]), grid, jnp.full_like(grid, y[2])], -1)
-    log_joint = eqx.filter_jit(mix.log_prob)(joint)
-    log_marg = jax.nn.logsumexp(log_joint) + jnp.log(grid[1] - grid[0])
-    assert_allclose(eqx.filter_jit(cond.log_prob)(grid[:, None]), log_joint - log_marg, atol=1e-6)
+
+    @eqx.filter_jit  # the whole comparison at once: op by op, every primitive compiles
+    def densities(mix, y):
+        cond = sf.analytic.conditional(mix, known, y)
+        joint = jnp.stack([jnp.full_like(grid, y[0]), grid, jnp.full_like(grid, y[2])], -1)
+        log_joint = mix.log_prob(joint)
+        log_marg = jax.nn.logsumexp(log_joint) + jnp.log(grid[1] - grid[0])
+        return cond.log_prob(grid[:, None]), log_joint - log_marg
+
+    got, want = densities(mix, y)
+    assert_allclose(got, want, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -368,14 +374,24 @@ def test_predictor_corrector_takes_any_controller_and_reports_failures():
     assert failed.result == dfx.RESULTS.max_steps_reached
 
 
+class _ScaledScore(eqx.Module):
+    """score(t, x) = c x, with c an array: every c shares one compiled solve."""
+
+    c: jax.Array
+
+    def __call__(self, t, x):
+        return self.c * x
+
+
 def test_annealed_langevin_reports_the_real_result_code():
     # A level whose score is NaN fails its solve: with throw=False the record says so.
-    nan_model = sf.Prediction(VE, lambda t, x: jnp.full_like(x, jnp.nan), "score")
+    # The score NaN * x is NaN everywhere (at x = 0 too); -1 * x is `_VE_MODEL`'s.
+    model = lambda c: sf.Prediction(VE, _ScaledScore(jnp.asarray(c)), "score")
     kw: dict[str, Any] = dict(
         ladder=LADDER[:3], step_size=jnp.asarray(1e-3), steps_per_level=2, key=jr.key(0)
     )
-    res = sf.solve.annealed_langevin(VE, nan_model, jnp.zeros((4, 2)), throw=False, **kw)
-    ok = sf.solve.annealed_langevin(VE, _VE_MODEL, jnp.zeros((4, 2)), **kw)
+    res = sf.solve.annealed_langevin(VE, model(jnp.nan), jnp.zeros((4, 2)), throw=False, **kw)
+    ok = sf.solve.annealed_langevin(VE, model(-1.0), jnp.zeros((4, 2)), throw=False, **kw)
     assert ok.result == dfx.RESULTS.successful
     assert res.result != dfx.RESULTS.successful
     assert res.stats["num_steps"].shape == (3,)

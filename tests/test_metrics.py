@@ -234,10 +234,11 @@ def _mvn_logpdf(x, mean, cov):
 
 def _linear_gaussian():
     # z ~ N(0, I_2), x | z ~ N(W z + b, s^2 I_3): log p(x) = N(x; b, W W^T + s^2 I).
-    w = jnp.array([[1.0, 0.5], [-0.3, 0.8], [0.2, -1.1]])
-    b, s2 = jnp.array([0.1, -0.2, 0.3]), 0.25
-    cov = w @ w.T + s2 * jnp.eye(3)
-    post_cov = jnp.linalg.inv(jnp.eye(2) + w.T @ w / s2)
+    # NumPy constants: built op by op in JAX, each primitive would compile on its own.
+    w = np.array([[1.0, 0.5], [-0.3, 0.8], [0.2, -1.1]])
+    b, s2 = np.array([0.1, -0.2, 0.3]), 0.25
+    cov = w @ w.T + s2 * np.eye(3)
+    post_cov = np.linalg.inv(np.eye(2) + w.T @ w / s2)
 
     def log_joint(x, z):
         lz = _mvn_logpdf(z, jnp.zeros_like(z), jnp.eye(2))
