@@ -13,6 +13,18 @@ sys.path.insert(0, str(HERE / "_ext"))
 # full one (`SCOREFLOW_DOCS_FAST=0 sphinx-build ...`); the kernels inherit this environment.
 os.environ.setdefault("SCOREFLOW_DOCS_FAST", "1")
 FAST = os.environ["SCOREFLOW_DOCS_FAST"] == "1"
+# At the reduced size a tutorial is compile-bound like the test suite, so its kernels get the
+# suite's cheap-compile XLA flags (see tests/conftest.py; no tutorial times anything, and
+# the programs' semantics are unchanged). The full build compiles as users do.
+if FAST:
+    for _flag, _value in {
+        "xla_backend_optimization_level": "0",
+        "xla_cpu_use_fusion_emitters": "false",
+        "xla_cpu_parallel_codegen_split_count": "1",
+    }.items():
+        if _flag not in os.environ.get("XLA_FLAGS", ""):
+            _flags = os.environ.get("XLA_FLAGS", "")
+            os.environ["XLA_FLAGS"] = f"{_flags} --{_flag}={_value}".strip()
 
 project = "scoreflow"
 extensions = [
