@@ -68,6 +68,17 @@ def unequal(seed):
     return w / w.sum(), r.normal(0, 4.0, (k, d)), var
 
 
+def full_cov_64(seed):
+    """Target 1's largest size with full covariances (K = 20, d = 64; not in `FAMILIES`).
+
+    Only `fullcov_cost.py calibrate` uses it, to time calibration at the size the target
+    names; its means and spreads are `full_cov`'s.
+    """
+    r = np.random.default_rng(seed)
+    k, d = 20, 64
+    return r.dirichlet(np.ones(k)), r.normal(0, 3.0, (k, d)), _full(r, k, d, 0.2, 1.5)
+
+
 FAMILIES = {
     "full_cov": full_cov,
     "many_64": many_64,

@@ -183,6 +183,40 @@ def _precision_terms(cov, u, s, alpha, sigma, r):
     return jnp.sum(jnp.log(q), -1), prec_r
 
 
+@jax.custom_jvp
+def _diagonal_mahalanobis(x, am, ivar):
+    r"""$\sum_j (x_j - \alpha\mu_{kj})^2 / v_{kj}$ for every component $k$, from the residuals.
+
+    The value is summed from the residuals, so no digits cancel; the tangent is
+    contracted over the coordinates by matrix products,
+    $\sum_j 2 r_{kj} w_{kj} dx_j = 2 (w_k \cdot (x \odot dx) - (\alpha\mu_k w_k) \cdot dx)$
+    with $w = 1/v$ (and likewise for $d(\alpha\mu)$ and $dw$), so that a reverse pass
+    over a batch of draws keeps no (batch, K, dim) residuals: that pass was about 90 % of
+    the cost of differentiating a solve through a diagonal mixture (9x slower than
+    the contracted form on 1024 draws, K = 20, dim 64). Exact to every order.
+    """
+    r = x[None, :] - am
+    # As a contraction, not `sum(r * r * ivar, -1)`: on jaxlib 0.10's CPU backend the
+    # reduction form is fused (YNNPACK) with the softmax and products around it into
+    # code about 8x slower than this, for the same arithmetic.
+    return jnp.einsum("kd,kd->k", r * r, ivar)
+
+
+def _diagonal_mahalanobis_jvp(primals, tangents):
+    x, am, ivar = primals
+    dx, dam, divar = tangents
+    maha = _diagonal_mahalanobis(x, am, ivar)
+    am_ivar = am * ivar
+    dmaha = jnp.zeros_like(maha)
+    if not _is_zero(dx):
+        dmaha = dmaha + 2 * (ivar @ (x * dx) - am_ivar @ dx)
+    if not _is_zero(dam):
+        dmaha = dmaha + 2 * (jnp.sum(am_ivar * dam, -1) - (ivar * dam) @ x)
+    if not _is_zero(divar):
+        dmaha = dmaha + divar @ (x * x) - 2 * (am * divar) @ x + jnp.sum(am * am * divar, -1)
+    return maha, dmaha
+
+
 def _is_zero(tangent):
     return type(tangent) is jax.custom_derivatives.SymbolicZero
 
@@ -220,6 +254,7 @@ def _precision_terms_jvp(primals, tangents):
 
 
 _precision_terms.defjvp(_precision_terms_jvp, symbolic_zeros=True)
+_diagonal_mahalanobis.defjvp(_diagonal_mahalanobis_jvp, symbolic_zeros=True)
 
 
 class _Noisy(eqx.Module):
@@ -240,21 +275,24 @@ class _Noisy(eqx.Module):
         return jnp.log(self.mixture.weights) if self.log_weights is None else self.log_weights
 
     def _per_component(self, x):
-        # Returns log N_k(x) and the precision-times-residual P_k (x - alpha mu_k).
+        # Returns log N_k(x) and the precision-times-residual P_k (x - alpha mu_k); for a
+        # diagonal mixture `None` in place of P_k, which `_score1` and `_denoise1` never
+        # form (see `_diagonal_mahalanobis`).
         m = self.mixture
         a, s = self.alpha, self.sigma
-        r = x[None, :] - a * m.means
         d = m.dim
+        prec_r = None
         if m.diagonal:
             var = a**2 * m.covariances + s**2
-            prec_r = r / var
             logdet = jnp.sum(jnp.log(var), axis=-1)
-            maha = jnp.sum(r * prec_r, axis=-1)
+            maha = _diagonal_mahalanobis(x, a * m.means, 1 / var)
         elif self.eig is not None:
+            r = x[None, :] - a * m.means
             u, eigvals = self.eig
             logdet, prec_r = _precision_terms(m.covariances, u, eigvals, a, s, r)
             maha = jnp.sum(r * prec_r, axis=-1)
         else:
+            r = x[None, :] - a * m.means
             cov = a**2 * m.covariances + s**2 * jnp.eye(d, dtype=m.covariances.dtype)[None]
             chol = jnp.linalg.cholesky(cov)
             half = jax.vmap(lambda L, v: jax.scipy.linalg.solve_triangular(L, v, lower=True))(
@@ -275,9 +313,20 @@ class _Noisy(eqx.Module):
     def _log_prob1(self, x):
         return jax.nn.logsumexp(self._joint1(x))
 
+    def _diagonal_precision(self):
+        m = self.mixture
+        ivar = 1 / (self.alpha**2 * m.covariances + self.sigma**2)
+        return ivar, self.alpha * m.means * ivar
+
     def _score1(self, x):
         log_n, prec_r = self._per_component(x)
         resp = jax.nn.softmax(self._log_w() + log_n)
+        if prec_r is None:
+            # sum_k resp_k P_k (x - alpha mu_k), contracted over k before x enters. The x
+            # and alpha mu_k terms cancel to |x| / |x - alpha mu_k| ulps of the result
+            # (the responsibilities, from the residuals, lose nothing).
+            ivar, am_ivar = self._diagonal_precision()
+            return resp @ am_ivar - x * (resp @ ivar)
         return -resp @ prec_r
 
     def _denoise1(self, x):
@@ -285,10 +334,11 @@ class _Noisy(eqx.Module):
         log_n, prec_r = self._per_component(x)
         resp = jax.nn.softmax(self._log_w() + log_n)
         # E[x0 | x_t, k] = mu_k + alpha Sigma_k (Sigma_t,k)^{-1} (x - alpha mu_k)
-        if m.diagonal:
-            post = m.means + self.alpha * m.covariances * prec_r
-        else:
-            post = m.means + self.alpha * jnp.einsum("kij,kj->ki", m.covariances, prec_r)
+        if prec_r is None:
+            ivar, am_ivar = self._diagonal_precision()
+            gain = self.alpha * m.covariances
+            return resp @ (m.means - gain * am_ivar) + x * (resp @ (gain * ivar))
+        post = m.means + self.alpha * jnp.einsum("kij,kj->ki", m.covariances, prec_r)
         return resp @ post
 
     def joint(self, x):
