@@ -1,8 +1,9 @@
 """The cost of the full-covariance exact mixture model, and issue 19's hang (float64).
 
 `denoiser`: per-call time of the jitted `GaussianMixture(...).noised(EDMSDE(), "x0")` on
-a batch of draws at one time (forward, and forward plus the reverse pass w.r.t. the
-time, which is what `calibrate_grid`'s Adam steps pay), on `full_cov` report seed 1000.
+a batch of draws at one time (forward, and forward plus the reverse pass w.r.t. time and
+state, which is what `calibrate_grid`'s Adam steps pay), on `full_cov` report seed 1000
+or `--family` / `--seed`.
 `calibrate`: one `calibrate_grid(sde, model, pilot, nfe - 1)` call per NFE on the same
 mixture (or on `--family` / `--seed` of `mixture_families.py`: target 1's worst case is
 `--family many_64 --seed 100 --nfes 100`), pilot as `calibrate_design.py` (8192 draws of
@@ -49,15 +50,15 @@ def _timed(f, *args, repeats):
 
 
 def denoiser(args):
-    sde, model, (k, d) = _model(1000)
+    sde, model, (k, d) = _model(args.seed, args.family)
     x = jnp.asarray(np.random.default_rng(0).standard_normal((args.batch, d)) * 3.0)
     t = jnp.asarray(1.3)
     fwd = jax.jit(lambda t, x: model(t, x))
-    rev = jax.jit(jax.grad(lambda t, x: jnp.sum(model(t, x) ** 2)))
-    for name, f in (("forward", fwd), ("forward + reverse (d/dt)", rev)):
+    rev = jax.jit(jax.grad(lambda t, x: jnp.sum(model(t, x) ** 2), (0, 1)))
+    for name, f in (("forward", fwd), ("forward + reverse (d/dt, d/dx)", rev)):
         cpu, wall = _timed(f, t, x, repeats=args.repeats)
         print(
-            f"full_cov 1000 (K={k}, d={d}), batch {args.batch}, {name}: "
+            f"{args.family} {args.seed} (K={k}, d={d}), batch {args.batch}, {name}: "
             f"{1e3 * cpu:.3f} CPU ms, {1e3 * wall:.3f} wall ms per call",
             flush=True,
         )
