@@ -257,6 +257,61 @@ _precision_terms.defjvp(_precision_terms_jvp, symbolic_zeros=True)
 _diagonal_mahalanobis.defjvp(_diagonal_mahalanobis_jvp, symbolic_zeros=True)
 
 
+def _rotated_terms(u, s, means, log_w, alpha, sigma, x):
+    # (log w_k + log N_k(x), score, E[x0 | x]) of a full-covariance mixture from its
+    # eigendecomposition, with (U, s) constants. Every product with a draw is either
+    # x against all K rotations at once or a sum over k and the coordinates together,
+    # so that under `vmap` both are one matrix product over the batch (about 3x faster
+    # than rotating each residual x - alpha mu_k separately, at K = 20, d = 64).
+    q = alpha**2 * s + sigma**2
+    rot = jnp.einsum("j,kji->ki", x, u) - alpha * jnp.einsum("kj,kji->ki", means, u)
+    w = rot / q
+    d = x.shape[-1]
+    maha = jnp.einsum("ki,ki->k", rot, w)
+    log_n = -0.5 * (maha + jnp.sum(jnp.log(q), -1) + d * jnp.log(2 * jnp.pi))
+    joint = log_w + log_n
+    resp = jax.nn.softmax(joint)
+    cw = resp[:, None] * w
+    score = -jnp.einsum("kji,ki->j", u, cw)
+    denoise = resp @ means + alpha * jnp.einsum("kji,ki->j", u, s * cw)
+    return joint, score, denoise
+
+
+def _residual_terms(cov, u, s, means, log_w, alpha, sigma, x):
+    # The same three through `_precision_terms` (which carries the covariances'
+    # derivative): each residual rotated on its own.
+    r = x[None, :] - alpha * means
+    logdet, prec_r = _precision_terms(cov, u, s, alpha, sigma, r)
+    d = x.shape[-1]
+    joint = log_w - 0.5 * (jnp.sum(r * prec_r, -1) + logdet + d * jnp.log(2 * jnp.pi))
+    resp = jax.nn.softmax(joint)
+    post = means + alpha * jnp.einsum("kij,kj->ki", cov, prec_r)
+    return joint, -resp @ prec_r, resp @ post
+
+
+@jax.custom_jvp
+def _full_terms(cov, u, s, means, log_w, alpha, sigma, x):
+    """`_rotated_terms`, whose derivative w.r.t. `cov` is `_residual_terms`'."""
+    return _rotated_terms(u, s, means, log_w, alpha, sigma, x)
+
+
+def _full_terms_jvp(primals, tangents):
+    # W.r.t. everything but the covariances: JAX's derivative of `_rotated_terms` (exact
+    # to every order). W.r.t. the covariances, to first order: `_residual_terms`'.
+    cov, u, s, means, log_w, alpha, sigma, x = primals
+    dcov, _, _, *rest = tangents
+    args = (means, log_w, alpha, sigma, x)
+    dargs = tuple(jnp.zeros_like(a) if _is_zero(t) else t for a, t in zip(args, rest, strict=True))
+    out, dout = jax.jvp(lambda *a: _rotated_terms(u, s, *a), args, dargs)
+    if not _is_zero(dcov):
+        _, dc = jax.jvp(lambda c: _residual_terms(c, u, s, *args), (cov,), (dcov,))
+        dout = jax.tree.map(jnp.add, dout, dc)
+    return out, dout
+
+
+_full_terms.defjvp(_full_terms_jvp, symbolic_zeros=True)
+
+
 class _Noisy(eqx.Module):
     r"""The mixture's marginal at fixed $(\alpha, \sigma)$, vectorised over x."""
 
@@ -286,12 +341,7 @@ class _Noisy(eqx.Module):
             var = a**2 * m.covariances + s**2
             logdet = jnp.sum(jnp.log(var), axis=-1)
             maha = _diagonal_mahalanobis(x, a * m.means, 1 / var)
-        elif self.eig is not None:
-            r = x[None, :] - a * m.means
-            u, eigvals = self.eig
-            logdet, prec_r = _precision_terms(m.covariances, u, eigvals, a, s, r)
-            maha = jnp.sum(r * prec_r, axis=-1)
-        else:
+        else:  # full covariances without `eig` (with it: `_full1`)
             r = x[None, :] - a * m.means
             cov = a**2 * m.covariances + s**2 * jnp.eye(d, dtype=m.covariances.dtype)[None]
             chol = jnp.linalg.cholesky(cov)
@@ -306,7 +356,16 @@ class _Noisy(eqx.Module):
         log_n = -0.5 * (maha + logdet + d * jnp.log(2 * jnp.pi))
         return log_n, prec_r
 
+    def _full1(self, x):
+        m = self.mixture
+        assert self.eig is not None
+        u, eigvals = self.eig
+        alpha, sigma = jnp.asarray(self.alpha), jnp.asarray(self.sigma)
+        return _full_terms(m.covariances, u, eigvals, m.means, self._log_w(), alpha, sigma, x)
+
     def _joint1(self, x):
+        if self.eig is not None:
+            return self._full1(x)[0]
         log_n, _ = self._per_component(x)
         return self._log_w() + log_n
 
@@ -319,6 +378,8 @@ class _Noisy(eqx.Module):
         return ivar, self.alpha * m.means * ivar
 
     def _score1(self, x):
+        if self.eig is not None:
+            return self._full1(x)[1]
         log_n, prec_r = self._per_component(x)
         resp = jax.nn.softmax(self._log_w() + log_n)
         if prec_r is None:
@@ -330,6 +391,8 @@ class _Noisy(eqx.Module):
         return -resp @ prec_r
 
     def _denoise1(self, x):
+        if self.eig is not None:
+            return self._full1(x)[2]
         m = self.mixture
         log_n, prec_r = self._per_component(x)
         resp = jax.nn.softmax(self._log_w() + log_n)

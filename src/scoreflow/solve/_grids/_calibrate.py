@@ -258,7 +258,7 @@ def calibrate_grid(
     $n \le 2048$ at $d = 64$ and at most 8192 for $d \le 16$ (the pilot-size rule).
     In seconds it is that times one model call: on the exact 64-d, 20-component
     diagonal mixture at 100 evaluations in float64, about 17 s on an idle 2-core
-    machine; with full covariances (K d^2 per call, not K d), about 190 s. See
+    machine; with full covariances (K d^2 per call, not K d), about 80 s. See
     `benchmarks/RESULTS.md`, "Issue 19, target 1: the exact diagonal mixture made cheap
     to differentiate".
 
