@@ -4,7 +4,8 @@
 a batch of draws at one time (forward, and forward plus the reverse pass w.r.t. time and
 state, which is what `calibrate_grid`'s Adam steps pay), on `full_cov` report seed 1000
 or `--family` / `--seed`.
-`calibrate`: one `calibrate_grid(sde, model, pilot, nfe - 1)` call per NFE on the same
+`calibrate`: one `calibrate_grid(sde, model, pilot, nfe - 1)` call per NFE (`--flop-budget`
+passed on; `none` for the evaluation budget alone) on the same
 mixture (or on `--family` / `--seed` of `mixture_families.py`: target 1's worst case is
 `--family many_64 --seed 100 --nfes 100`), pilot as `calibrate_design.py` (8192 draws of
 80 N(0, 1), seed 99).
@@ -70,12 +71,13 @@ def calibrate(args):
     pilot = jnp.asarray(80.0 * np.random.default_rng(99).standard_normal((args.pilot, d)))
     for nfe in args.nfes:
         c, t = time.process_time(), time.perf_counter()
-        grid = sf.solve.calibrate_grid(sde, model, pilot, nfe - 1)
+        grid = sf.solve.calibrate_grid(sde, model, pilot, nfe - 1, flop_budget=args.flop_budget)
         jax.block_until_ready(grid.ts)
         cpu, wall = time.process_time() - c, time.perf_counter() - t
         print(
             f"{name} NFE {nfe}: {cpu:.1f} CPU s, {wall:.1f} wall s, "
-            f"source {grid.source}, pilot {grid.pilot_size}, Adam steps {grid.adam_steps}",
+            f"source {grid.source}, pilot {grid.pilot_size}, Adam steps {grid.adam_steps}, "
+            f"held-out RMS {dict(grid.held_out_rms)}",
             flush=True,
         )
 
@@ -103,6 +105,12 @@ def main():
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument(
+        "--flop-budget",
+        type=lambda v: None if v == "none" else float(v),
+        default=2e11,
+        help="calibrate_grid's flop_budget ('none': no cap but the evaluation budget)",
+    )
     args = ap.parse_args()
     {"denoiser": denoiser, "calibrate": calibrate, "hang": hang}[args.what](args)
 

@@ -2417,6 +2417,12 @@ ROWS += [
         _V,
         "`minibatch`",
     ),
+    BadInput(
+        "solve.calibrate_grid.flop_budget",
+        lambda: solve.calibrate_grid(vp(), exact(), x2(), 4, flop_budget=0.0),
+        _V,
+        "`flop_budget` must be positive",
+    ),
 ]
 
 ROWS += [

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import scoreflow as sf
+from scoreflow.sde import probability_flow_term
 from scoreflow.solve import DDIM, DPMSolverPP, EDMHeun, ExponentialAdamsPC
-from scoreflow.solve._grids._calibrate import _pilot_size
+from scoreflow.solve._grids._calibrate import _flops_per_draw, _pilot_size
 
 S = sf.solve
 
@@ -76,6 +77,35 @@ def test_pilot_size_rule():
     assert _pilot_size(500, 2, 0, 500) == 500
 
 
+def test_flop_budget_bounds_the_adam_steps_of_a_costly_model():
+    # XLA's count per draw grows with the model's arithmetic (full covariances: K d^2),
+    # and the Adam steps follow F / (f N M), never below 10, never above the cap of B.
+    r = np.random.default_rng(7)
+    k, d = 6, 10
+    mu, var = r.normal(0, 3, (k, d)), r.uniform(0.2, 1.0, (k, d))
+    q = [np.linalg.qr(r.standard_normal((d, d)))[0] for _ in range(k)]
+    cov = np.stack([(u * v) @ u.T for u, v in zip(q, var)])
+    w = jnp.asarray(r.dirichlet(np.ones(k)))
+    sde = sf.EDMSDE()
+    diag = sf.GaussianMixture(w, jnp.asarray(mu), jnp.asarray(var)).noised(sde, "x0")
+    full = sf.GaussianMixture(w, jnp.asarray(mu), jnp.asarray(cov)).noised(sde, "x0")
+    x, t = jnp.ones((32, d)), jnp.asarray(1.0)
+    f_diag = _flops_per_draw(probability_flow_term(sde, diag), t, x)
+    f_full = _flops_per_draw(probability_flow_term(sde, full), t, x)
+    assert f_diag is not None and f_full is not None
+    assert 2 * k * d < f_diag < f_full and f_full > 2 * k * d * d
+    pilot = jnp.asarray(80 * r.standard_normal((64, d)))
+    kw = dict(optimise_steps=30, validations=2, iterations=1, fallback=False)
+    n, mb = 5, 32  # num_steps; the minibatch is the fit half of 64 draws
+    assert S.calibrate_grid(sde, full, pilot, n, flop_budget=None, **kw).adam_steps == 30
+    budget = 12.5 * f_full * n * mb
+    assert S.calibrate_grid(sde, full, pilot, n, flop_budget=budget, **kw).adam_steps == 12
+    assert S.calibrate_grid(sde, full, pilot, n, flop_budget=1.0, **kw).adam_steps == 10
+    # The evaluation budget still caps a cheap model.
+    g = S.calibrate_grid(sde, diag, pilot, n, evaluation_budget=n * mb * 14, **kw)
+    assert g.adam_steps == 14
+
+
 def test_calibrate_grid_rejects_bad_solver_and_options():
     sde = sf.EDMSDE()
     model = _mixture_2d().noised(sde, "x0")
@@ -83,7 +113,7 @@ def test_calibrate_grid_rejects_bad_solver_and_options():
     cal = S.calibrate_grid
     with pytest.raises(ValueError, match="`solver` must be ExponentialAdamsPC"):
         cal(sde, model, pilot, 5, solver=EDMHeun())
-    for name in ("minibatch", "evaluation_budget", "validations"):
+    for name in ("minibatch", "evaluation_budget", "validations", "flop_budget"):
         with pytest.raises(ValueError, match=f"`{name}`"):
             cal(sde, model, pilot, 5, **{name: 0})
 

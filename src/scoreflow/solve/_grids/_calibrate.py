@@ -170,6 +170,24 @@ def _estimator(solver):
     return ExponentialAdamsPC(solver.order_ if isinstance(solver, DPMSolverPP) else 1)
 
 
+def _flops_per_draw(term, t, x):
+    # XLA's count of floating-point operations of one forward call on the batch `x`,
+    # per draw, from the lowered (not compiled) computation; `None` where the backend
+    # gives no count.
+    params, static = eqx.partition(term, eqx.is_array)
+    try:
+        lowered = jax.jit(lambda p, t, x: eqx.combine(p, static).denoise(t, x)).lower(params, t, x)
+        cost = lowered.cost_analysis()
+    except Exception:  # a count is an optimisation only: never fail calibration on it
+        return None
+    if isinstance(cost, list | tuple):
+        cost = cost[0] if cost else None
+    flops = cost.get("flops") if isinstance(cost, dict) else None
+    if flops is None or not math.isfinite(flops) or flops <= 0:
+        return None
+    return float(flops) / x.shape[0]
+
+
 def _pilot_size(num_draws, event_size, flips, checked, expected_flips=16):
     # The rule of `calibrate_grid`'s docstring ("Pilot size").
     p = (flips + 1) / (checked + 2)
@@ -194,6 +212,7 @@ def calibrate_grid(
     initial: AbstractGrid | None = None,
     minibatch: int = 512,
     evaluation_budget: int = 2_000_000,
+    flop_budget: float | int | None = 2e11,
     validations: int = 8,
     fallback: bool = True,
 ) -> CalibratedGrid:
@@ -239,28 +258,34 @@ def calibrate_grid(
     most that of 8192 draws in 16 dimensions. Pass as many draws as the cap allows
     (8192 for $d \le 16$); the rule uses fewer when flips are frequent or $d$ large.
 
-    **Cost model**, in model evaluations per pilot draw (each costs one call of the
-    model on one draw: for a network or a mixture, linear in the dimension $d$):
-    $n$ pilot draws, $N$ = `num_steps`, $R$ = `reference_steps`, $I$ = `iterations`,
-    $M$ = `minibatch`, $V$ = `validations`, and
-    $S = \min(\text{optimise\_steps}, \max(10, B / (N M)))$ Adam steps for
-    $B$ = `evaluation_budget`:
+    **Cost model**, in model evaluations per pilot draw (one call of the model on one
+    draw): $n$ pilot draws, $N$ = `num_steps`, $R$ = `reference_steps`,
+    $I$ = `iterations`, $M$ = `minibatch`, $V$ = `validations`, and
+    $S = \min(\text{optimise\_steps}, \max(10, \min(B, F / f) / (N M)))$ Adam steps
+    (rounded up to a multiple of $V' = \min(V, \lfloor S / 4 \rfloor)$, the held-out
+    checks actually made) for $B$ = `evaluation_budget`, $F$ =
+    `flop_budget` and $f$ the model's floating-point operations per draw in one forward
+    call, as XLA counts them on the lowered computation (`cost_analysis()`; where the
+    backend gives no count, or `flop_budget=None`, only $B$ applies):
 
     - stage 1: $I (N + 1) \min(n, 1024)$;
     - reference: $(R + 1) n$;
     - stage 2: $S N M$ forward evaluations and their reverse pass (about 3x in time),
-      plus $(V + 1) (N + 1) n / 2$ for validation;
+      plus $(V' + 1) (N + 1) n / 2$ for validation;
     - check: $2 (N + 1) n / 2$.
 
-    The Adam term is capped by $B$, independent of $N$, so at large $N$ (where the
-    fixed grids' error is already small) fewer Adam steps are taken; the validation
-    and check terms grow with $N$, the reference term does not. With the defaults,
-    $n \le 2048$ at $d = 64$ and at most 8192 for $d \le 16$ (the pilot-size rule).
-    In seconds it is that times one model call: on the exact 64-d, 20-component
-    diagonal mixture at 100 evaluations in float64, about 17 s on an idle 2-core
-    machine; with full covariances (K d^2 per call, not K d), about 80 s. See
-    `benchmarks/RESULTS.md`, "Issue 19, target 1: the exact diagonal mixture made cheap
-    to differentiate".
+    The Adam term is capped, independent of $N$, so at large $N$ (where the fixed
+    grids' error is already small) fewer Adam steps are taken; the validation and check
+    terms grow with $N$, the reference term does not. $B$ bounds it in evaluations, $F$
+    in arithmetic: a model cheaper than $F / B$ = 100 000 operations per draw (the
+    exact 64-d, 20-component diagonal mixture takes about 10 500) is bounded by $B$
+    alone, and a costlier one (a network, a mixture with full covariances: $K d^2$ per
+    draw, not $K d$; about 340 000 at $K = 20$, $d = 64$) takes proportionally fewer
+    Adam steps, at least 10. With the defaults, $n \le 2048$ at $d = 64$ and at most
+    8192 for $d \le 16$ (the pilot-size rule). Measured on an idle 2-core machine in
+    float64 at $K = 20$, $d = 64$: about 17 s with diagonal covariances at 100
+    evaluations, and at most 47 s with full ones at 10–100 evaluations
+    (`benchmarks/RESULTS.md`, "Issue 19, target 1: a budget in arithmetic").
 
     Supported solvers: `ExponentialAdamsPC(k)` (the default, `order` giving $k$),
     `DPMSolverPP(k)` and `DDIM()`: deterministic solvers of the probability-flow ODE
@@ -295,7 +320,10 @@ def calibrate_grid(
         initial: starting grid (default `LogSNRGrid(num_steps)`).
         minibatch: fit draws per Adam step (at most the fit half).
         evaluation_budget: $B$, the cap on Adam's forward evaluations $S N M$.
-        validations: held-out measurements during stage 2 (at least 1).
+        flop_budget: $F$, the cap on Adam's forward arithmetic $S N M f$ (XLA's count;
+            `None`: no cap but $B$).
+        validations: the most held-out measurements during stage 2 (at least 1; at most
+            one per 4 Adam steps).
         fallback: compare with the Karras and log-SNR grids and return the best.
 
     Returns:
@@ -319,6 +347,8 @@ def calibrate_grid(
         ("validations", validations, 1),
     ]:
         _checks.positive_int(value, name, least)
+    if flop_budget is not None:
+        _checks.positive(flop_budget, "flop_budget")
     _checks.check(
         isinstance(relaxation, int | float) and 0 < relaxation <= 1,
         "relaxation",
@@ -381,9 +411,16 @@ def calibrate_grid(
     share = jnp.where(total > 0, fit_sq / jnp.where(total > 0, total, 1), 1 / half)
     probs = 0.5 / half + 0.5 * share
     mb = min(minibatch, half)
-    steps = min(optimise_steps, max(10, evaluation_budget // (num_steps * mb)))
+    budget = evaluation_budget
+    if flop_budget is not None:
+        flops = _flops_per_draw(term, ts[0], fit_x[:mb])
+        if flops is not None:
+            budget = min(budget, int(flop_budget / flops))
+    steps = min(optimise_steps, max(10, budget // (num_steps * mb)))
     # Equal chunks compile once: round the step count up to a multiple of the rounds.
-    rounds = min(validations, steps)
+    # At least 4 Adam steps between held-out checks: each check costs (N + 1) n / 2
+    # evaluations, as much as a few Adam steps, and is wasted after one or two.
+    rounds = max(1, min(validations, steps // 4))
     steps = -(-steps // rounds) * rounds
     chunks = [steps // rounds] * rounds
 
