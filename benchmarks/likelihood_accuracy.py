@@ -247,7 +247,7 @@ def nfe_settings(name, sde, tol):
 
         ctrl = dfx.PIDController(rtol=tol, atol=tol, norm=norm)
         return dict(stepsize_controller=ctrl)
-    solvers = {"dopri5": dfx.Dopri5(), "dopri8": dfx.Dopri8(), "bosh3": dfx.Bosh3()}
+    solvers = {"dopri5": dfx.Dopri5(), "dopri8": dfx.Dopri8()}
     if name in solvers:  # another embedded Runge-Kutta pair, default controller
         return dict(rtol=tol, atol=tol, solver=solvers[name])
     limits = {"fmax2": (2.0, 0.9), "fmax3": (3.0, 0.9), "fmax5": (5.0, 0.9), "safe95": (10.0, 0.95)}
