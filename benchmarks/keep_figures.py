@@ -69,7 +69,9 @@ def peers(sde, model, dim, dtype, nfe):
 
     `(name, function of the key)`: a hand-written `lax.scan` and a bare
     `diffrax.diffeqsolve` (Euler, `StepTo`, default `max_steps`), both with the same
-    grid, prior draw and final denoise as `sample(..., solver=DDIM())`.
+    grid, prior draw and final denoise as `sample(..., solver=DDIM())`; and, the peer of
+    the reverse SDE, Euler-Maruyama as a hand-written `lax.scan` drawing one normal per
+    step (the floor of any sampler that draws fresh noise each step).
     """
     ts = S.KarrasGrid(nfe - 1).times(sde).astype(dtype)
     batch = jax.vmap(model, in_axes=(None, 0))
@@ -90,7 +92,24 @@ def peers(sde, model, dim, dtype, nfe):
         )
         return batch(ts[-1], sol.ys[-1])
 
-    return [("peer: lax.scan (DDIM = Euler)", scan), ("peer: diffrax Euler", raw)]
+    def scan_em(key):
+        # Euler-Maruyama on EDM's reverse SDE, dx = -2 t score dt + sqrt(2 t) dW: one
+        # call and one normal draw (fold_in of the step, as `GridBrownianPath`) a step.
+        k_prior, k_path = jr.split(key)
+
+        def body(y, i):
+            t, h = ts[i], ts[i] - ts[i + 1]
+            z = jr.normal(jr.fold_in(jr.fold_in(k_path, i), 0), y.shape, dtype)
+            return y + 2 * h * (batch(t, y) - y) / t + jnp.sqrt(2 * t * h) * z, None
+
+        y = jax.lax.scan(body, prior(k_prior), jnp.arange(ts.shape[0] - 1))[0]
+        return batch(ts[-1], y)
+
+    return [
+        ("peer: lax.scan (DDIM = Euler)", scan),
+        ("peer: diffrax Euler", raw),
+        ("peer: lax.scan Euler-Maruyama (draws noise)", scan_em),
+    ]
 
 
 def _compile(draw):

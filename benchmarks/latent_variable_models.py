@@ -20,6 +20,10 @@ bound and its probability-flow likelihood (Hutchinson, one probe, rtol = atol = 
 the raw levels), a Bernoulli decoder, trained with K = 1, 5, 50 and a two-layer model
 (IWAE K = 50, Burda et al.'s best architecture), each scored by the IWAE-5000 estimate of
 the test NLL in nats (mean over the 359 test images, with its standard error over images).
+`--train-nll` also scores as many training images with the same estimator (the
+generalisation gap); `--early-stop` holds out a fifth of the training images and scores
+the model of the lowest validation loss (every `--validate-every` steps); `--tag` keeps
+such rows apart from the reported ones (`binarised/<name><tag>`).
 
 `ring`: the ring of eight Gaussians (`data.ring_mixture`, 20 000 training points): VAE,
 IWAE (K = 5, 50) and a two-layer hierarchical VAE with a learned-variance Gaussian decoder
@@ -62,7 +66,7 @@ def _record(key, value):
     out.write_text(json.dumps(rows, indent=1))
 
 
-def _fit(model, x, steps, *, optimizer=None, ema=0.999, key=1):
+def _fit(model, x, steps, *, optimizer=None, ema=0.999, key=1, **kwargs):
     opt = optimizer or train.default_optimizer(
         1e-3, num_steps=steps, warmup_steps=min(500, steps // 10)
     )
@@ -74,9 +78,9 @@ def _fit(model, x, steps, *, optimizer=None, ema=0.999, key=1):
         batch_size=BATCH,
         optimizer=opt,
         ema_decay=ema,
-        steps_per_chunk=min(500, steps),
         progress=False,
         key=jr.key(key),
+        **{"steps_per_chunk": min(500, steps), **kwargs},
     )
     return res, time.perf_counter() - t0
 
@@ -274,8 +278,27 @@ def binarised(split):
     return (np.asarray(data.digits_raw(split)).reshape(-1, 64) >= 8).astype(np.float64)
 
 
+def _binarised_nll(model, images, k_eval):
+    """Per-image IWAE-`k_eval` estimate of -log p(x) in nats (the same key per position)."""
+    estimate = eqx.filter_jit(
+        lambda m, x, k: m.log_prob_estimate(x, num_samples=k_eval, chunk_size=250, key=k)
+    )
+    values = []
+    for i in range(0, images.shape[0], 64):
+        est = estimate(model, images[i : i + 64], jr.fold_in(jr.key(3), i))
+        values.append(np.asarray(est.value))
+    return -np.concatenate(values)
+
+
 def cmd_binarised(args):
     x, test = jnp.asarray(binarised("train")), jnp.asarray(binarised("test"))
+    val = None
+    if args.early_stop:
+        # A fifth of the training images held out (the digits design's permutation); the
+        # model of the lowest validation loss (its own training bound) is the one scored.
+        perm = np.random.default_rng(0).permutation(x.shape[0])
+        n_val = x.shape[0] // 5
+        val, x = x[perm[:n_val]], x[perm[n_val:]]
     head, k = nn.Bernoulli(), jr.key(0)
     cases = {
         "k1": models.VAE((64,), 16, head=head, width=WIDTH, depth=1, num_samples=1, key=k),
@@ -292,16 +315,33 @@ def cmd_binarised(args):
     for name, model in cases.items():
         if (args.names and name not in args.names) or (not args.names and name == "two_layer_k5"):
             continue
-        res, seconds = _fit(model, x, args.steps, ema=None)
+        if val is None:
+            res, seconds = _fit(model, x, args.steps, ema=None)
+            fitted, extra = res.model, {}
+        else:
+            every = args.validate_every
+            res, seconds = _fit(
+                model,
+                x,
+                args.steps,
+                ema=None,
+                validation=val,
+                validate_every=every,
+                steps_per_chunk=every,
+            )
+            steps_seen = np.asarray(res.history["validation_step"])
+            val_loss = np.asarray(res.history["validation_loss"])
+            fitted = res.best_model
+            extra = {
+                "early_stop": "best of validation every "
+                f"{every} steps on {val.shape[0]} held-out training images",
+                "best_step": int(steps_seen[np.argmin(val_loss)]),
+                "validation_loss": [round(float(u), 4) for u in val_loss],
+                "validation_step": [int(u) for u in steps_seen],
+                "fit_images": int(x.shape[0]),
+            }
         t0 = time.perf_counter()
-        values = []
-        estimate = eqx.filter_jit(
-            lambda m, x, k: m.log_prob_estimate(x, num_samples=args.k_eval, chunk_size=250, key=k)
-        )
-        for i in range(0, test.shape[0], 64):
-            est = estimate(res.model, test[i : i + 64], jr.fold_in(jr.key(3), i))
-            values.append(np.asarray(est.value))
-        v = -np.concatenate(values)
+        v = _binarised_nll(fitted, test, args.k_eval)
         row = {
             "test_nll_nats": float(v.mean()),
             "stderr": float(v.std(ddof=1) / np.sqrt(v.size)),
@@ -313,9 +353,19 @@ def cmd_binarised(args):
             "width": WIDTH,
             # Per test image, for paired differences between rows (same images, same key).
             "per_image_nll": [round(float(u), 5) for u in v],
+            **extra,
         }
-        _record(f"binarised/{name}", row)
-        print(name, {k: w for k, w in row.items() if k != "per_image_nll"}, flush=True)
+        if args.train_nll:
+            # The same estimator on as many training images as there are test images:
+            # the generalisation gap of each row.
+            u = _binarised_nll(fitted, x[: test.shape[0]], args.k_eval)
+            row["train_nll_nats"] = float(u.mean())
+            row["train_stderr"] = float(u.std(ddof=1) / np.sqrt(u.size))
+            row["per_train_image_nll"] = [round(float(a), 5) for a in u]
+        _record(f"binarised/{name}{args.tag}", row)
+        print(
+            name, {k: w for k, w in row.items() if not k.startswith(("per_", "valid"))}, flush=True
+        )
 
 
 def cmd_table(args):
@@ -433,6 +483,16 @@ def main():
     p.add_argument(
         "--bound-draws", type=int, default=1, help="digits: also the VDM's bound, mean of N draws"
     )
+    p.add_argument(
+        "--train-nll", action="store_true", help="binarised: also the NLL of training images"
+    )
+    p.add_argument("--tag", default="", help="binarised: suffix of the rows' keys")
+    p.add_argument(
+        "--early-stop",
+        action="store_true",
+        help="binarised: hold out a fifth of the training images, score the best validation",
+    )
+    p.add_argument("--validate-every", type=int, default=100)
     p.add_argument("--num-eval", type=int, default=2000, help="ring: data points of the KL")
     p.add_argument("--design", action="store_true", help="ring: on the 2-d design mixture")
     args = p.parse_args()
