@@ -198,6 +198,8 @@ HVAE_DESIGN = {
     "hvae_res_d2_fb0.1": ("residual", 2, 0.1, 0.1),
     "hvae_res_d2_warm0.3_fb0.5": ("residual", 2, 0.3, 0.5),
     "hvae_res_d1_fb0.1": ("residual", 1, 0.1, 0.1),
+    "hvae_res_d1_fb0": ("residual", 1, 0.0, 0.0),
+    "hvae_res_d1_warm0.3": ("residual", 1, 0.3, 0.1),
 }
 # The VDM's initial gamma_min (it is learned, but slowly): VDM's -13.3 puts sigma_min at
 # 1e-3, a hundredth of the digits' bin width 2/17, where the 8-bit images VDM was made for
@@ -248,13 +250,35 @@ def cmd_digits_design(args):
                 ),
                 400.0,
             )
-        res, seconds = _fit(model, fit, args.steps, optimizer=optimizer)
+        if args.early_stop:
+            every = args.validate_every
+            res, seconds = _fit(
+                model,
+                fit,
+                args.steps,
+                optimizer=optimizer,
+                validation=data.digits("train")[perm[:n_val]],
+                validate_every=every,
+                steps_per_chunk=every,
+            )
+            scored = res.best_model
+            steps_seen = np.asarray(res.history["validation_step"])
+            val_loss = np.asarray(res.history["validation_loss"])
+            extra = {
+                "early_stop": f"best validation loss (its training bound) every {every} steps",
+                "best_step": int(steps_seen[np.argmin(val_loss)]),
+                "validation_loss": [round(float(u), 4) for u in val_loss],
+                "validation_step": [int(u) for u in steps_seen],
+            }
+        else:
+            res, seconds = _fit(model, fit, args.steps, optimizer=optimizer)
+            scored, extra = res.ema_model, {}
         v = np.concatenate(
             [
                 np.asarray(
-                    vdm_bound(res.ema_model, val[i : i + 64], jr.fold_in(jr.key(7), i))
+                    vdm_bound(scored, val[i : i + 64], jr.fold_in(jr.key(7), i))
                     if name.startswith("vdm")
-                    else estimate(res.ema_model, val[i : i + 64], jr.fold_in(jr.key(7), i)).value
+                    else estimate(scored, val[i : i + 64], jr.fold_in(jr.key(7), i)).value
                 )
                 for i in range(0, val.shape[0], 64)
             ]
@@ -268,10 +292,21 @@ def cmd_digits_design(args):
             "steps": args.steps,
             "k_eval": args.k_eval,
             "width": WIDTH,
+            **extra,
         }
-        suffix = "" if args.steps == 2000 else f"@{args.steps}"
+        suffix = ("" if args.steps == 2000 else f"@{args.steps}") + (
+            "/early_stop" if args.early_stop else ""
+        )
         _record(f"digitsdesign/{name}{suffix}", row)
-        print(name, {a: b for a, b in row.items() if a != "per_image_bpd"}, flush=True)
+        print(
+            name,
+            {
+                a: b
+                for a, b in row.items()
+                if not a.startswith(("per_", "validation_loss", "validation_step"))
+            },
+            flush=True,
+        )
 
 
 def binarised(split):
@@ -490,7 +525,7 @@ def main():
     p.add_argument(
         "--early-stop",
         action="store_true",
-        help="binarised: hold out a fifth of the training images, score the best validation",
+        help="binarised, digits-design: score the model of the least validation loss",
     )
     p.add_argument("--validate-every", type=int, default=100)
     p.add_argument("--num-eval", type=int, default=2000, help="ring: data points of the KL")
