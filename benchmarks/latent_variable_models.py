@@ -66,7 +66,7 @@ def _record(key, value):
     out.write_text(json.dumps(rows, indent=1))
 
 
-def _fit(model, x, steps, *, optimizer=None, ema=0.999, key=1, **kwargs):
+def _fit(model, x, steps, *, optimizer=None, ema=0.999, key=1, steps_per_chunk=None, **kwargs):
     opt = optimizer or train.default_optimizer(
         1e-3, num_steps=steps, warmup_steps=min(500, steps // 10)
     )
@@ -80,9 +80,31 @@ def _fit(model, x, steps, *, optimizer=None, ema=0.999, key=1, **kwargs):
         ema_decay=ema,
         progress=False,
         key=jr.key(key),
-        **{"steps_per_chunk": min(500, steps), **kwargs},
+        steps_per_chunk=steps_per_chunk or min(500, steps),
+        **kwargs,
     )
     return res, time.perf_counter() - t0
+
+
+def _fit_early_stopped(model, x, val, steps, every, **kwargs):
+    """`_fit` validating every `every` steps: `(best model, seconds, what to record)`.
+
+    The best model is that of the least validation loss (the model's own training bound;
+    EMA weights where kept).
+    """
+    res, seconds = _fit(
+        model, x, steps, validation=val, validate_every=every, steps_per_chunk=every, **kwargs
+    )
+    seen = np.asarray(res.history["validation_step"])
+    loss = np.asarray(res.history["validation_loss"])
+    extra = {
+        "early_stop": f"least validation loss (its training bound) every {every} steps "
+        f"on {val.shape[0]} held-out training images",
+        "best_step": int(seen[np.argmin(loss)]),
+        "validation_loss": [round(float(u), 4) for u in loss],
+        "validation_step": [int(u) for u in seen],
+    }
+    return res.best_model, seconds, extra
 
 
 def digits_models(steps):
@@ -251,25 +273,10 @@ def cmd_digits_design(args):
                 400.0,
             )
         if args.early_stop:
-            every = args.validate_every
-            res, seconds = _fit(
-                model,
-                fit,
-                args.steps,
-                optimizer=optimizer,
-                validation=data.digits("train")[perm[:n_val]],
-                validate_every=every,
-                steps_per_chunk=every,
+            val_floats = data.digits("train")[perm[:n_val]]
+            scored, seconds, extra = _fit_early_stopped(
+                model, fit, val_floats, args.steps, args.validate_every, optimizer=optimizer
             )
-            scored = res.best_model
-            steps_seen = np.asarray(res.history["validation_step"])
-            val_loss = np.asarray(res.history["validation_loss"])
-            extra = {
-                "early_stop": f"best validation loss (its training bound) every {every} steps",
-                "best_step": int(steps_seen[np.argmin(val_loss)]),
-                "validation_loss": [round(float(u), 4) for u in val_loss],
-                "validation_step": [int(u) for u in steps_seen],
-            }
         else:
             res, seconds = _fit(model, fit, args.steps, optimizer=optimizer)
             scored, extra = res.ema_model, {}
@@ -354,27 +361,10 @@ def cmd_binarised(args):
             res, seconds = _fit(model, x, args.steps, ema=None)
             fitted, extra = res.model, {}
         else:
-            every = args.validate_every
-            res, seconds = _fit(
-                model,
-                x,
-                args.steps,
-                ema=None,
-                validation=val,
-                validate_every=every,
-                steps_per_chunk=every,
+            fitted, seconds, extra = _fit_early_stopped(
+                model, x, val, args.steps, args.validate_every, ema=None
             )
-            steps_seen = np.asarray(res.history["validation_step"])
-            val_loss = np.asarray(res.history["validation_loss"])
-            fitted = res.best_model
-            extra = {
-                "early_stop": "best of validation every "
-                f"{every} steps on {val.shape[0]} held-out training images",
-                "best_step": int(steps_seen[np.argmin(val_loss)]),
-                "validation_loss": [round(float(u), 4) for u in val_loss],
-                "validation_step": [int(u) for u in steps_seen],
-                "fit_images": int(x.shape[0]),
-            }
+            extra["fit_images"] = int(x.shape[0])
         t0 = time.perf_counter()
         v = _binarised_nll(fitted, test, args.k_eval)
         row = {
