@@ -189,9 +189,11 @@ def cmd_digits(args):
             print(evaluation.digits_table([evaluation.DigitsReport(**r)]), extra, flush=True)
 
 
-def _vdm_bound_draws(model, draws):
-    # Integer levels: the bound of the probability mass, as the protocol reports it.
-    test = jnp.asarray(data.digits_raw("test")).reshape(-1, *EVENT)
+def _vdm_bound_draws(model, draws, images=None):
+    # Integer levels (the test images by default): the bound of the probability mass, as
+    # the protocol reports it.
+    test = images if images is not None else jnp.asarray(data.digits_raw("test"))
+    test = test.reshape(-1, *EVENT)
     bound = eqx.filter_jit(
         lambda m, x, key: jnp.mean(jax.vmap(lambda k: m.elbo(x, key=k))(jr.split(key, draws)), 0)
     )
@@ -206,6 +208,7 @@ def _vdm_bound_draws(model, draws):
         "bound_draws": draws,
         "bound_draws_bpd": float(bpd.mean()),
         "bound_draws_stderr": float(bpd.std(ddof=1) / math.sqrt(bpd.size)),
+        "per_image_bpd": [round(float(b), 5) for b in bpd],
     }
 
 
@@ -228,6 +231,16 @@ HVAE_DESIGN = {
 # have bins of 2/256.
 VDM_DESIGN = {f"vdm_gmin{g}": g for g in (-13.3, -10.0, -7.0, -5.0, -3.0)}
 VDM_GAMMA_MIN = -5.0  # the least validation bound of VDM_DESIGN (2000 steps, width 256)
+# What the eps network is conditioned on (`VDM(network_input=...)`) and the schedule's
+# shape (a `MonotoneMLP`, or linear with learned end points as VDM's CIFAR-10 config),
+# all from gamma_min = -5.
+VDM_INPUT_DESIGN = {
+    "vdm_gamma_in": ("gamma", True),
+    "vdm_gamma_in_linear": ("gamma", False),
+    "vdm_t_in_linear": ("t", False),
+}
+# Against overfitting, the network's width (and `--weight-decay`, for every model).
+VDM_REG_DESIGN = {"vdm_w256": 256}
 
 
 def cmd_digits_design(args):
@@ -254,6 +267,21 @@ def cmd_digits_design(args):
         net = nn.TimeMLP(EVENT, width=WIDTH, depth=4, embedding_scale=16.0, key=k)
         sde = sf.sde.LearnedVPSDE(gmin, 5.0, nn.MonotoneMLP(256, key=jr.key(1)))
         cases[name] = models.VDM(net, event_shape=EVENT, sde=sde, levels=data.DIGITS_LEVELS)
+    for name, (network_input, shaped) in VDM_INPUT_DESIGN.items():
+        net = nn.TimeMLP(EVENT, width=WIDTH, depth=4, embedding_scale=16.0, key=k)
+        shape = nn.MonotoneMLP(256, key=jr.key(1)) if shaped else None
+        sde = sf.sde.LearnedVPSDE(VDM_GAMMA_MIN, 5.0, shape)
+        cases[name] = models.VDM(
+            net,
+            event_shape=EVENT,
+            sde=sde,
+            levels=data.DIGITS_LEVELS,
+            network_input=network_input,
+        )
+    for name, width in VDM_REG_DESIGN.items():
+        net = nn.TimeMLP(EVENT, width=width, depth=4, embedding_scale=16.0, key=k)
+        sde = sf.sde.LearnedVPSDE(VDM_GAMMA_MIN, 5.0, nn.MonotoneMLP(256, key=jr.key(1)))
+        cases[name] = models.VDM(net, event_shape=EVENT, sde=sde, levels=data.DIGITS_LEVELS)
     estimate = eqx.filter_jit(
         lambda m, x, key: m.log_prob_estimate(x, num_samples=args.k_eval, chunk_size=250, key=key)
     )
@@ -264,14 +292,14 @@ def cmd_digits_design(args):
     for name, model in cases.items():
         if args.names and name not in args.names:
             continue
-        optimizer = None
+        optimizer = train.default_optimizer(
+            1e-3,
+            num_steps=args.steps,
+            warmup_steps=min(500, args.steps // 10),
+            weight_decay=args.weight_decay,
+        )
         if name.startswith("hvae"):
-            optimizer = train.skip_large_updates(
-                train.default_optimizer(
-                    1e-3, num_steps=args.steps, warmup_steps=min(500, args.steps // 10)
-                ),
-                400.0,
-            )
+            optimizer = train.skip_large_updates(optimizer, 400.0)
         if args.early_stop:
             val_floats = data.digits("train")[perm[:n_val]]
             scored, seconds, extra = _fit_early_stopped(
@@ -298,11 +326,14 @@ def cmd_digits_design(args):
             "train_seconds": seconds,
             "steps": args.steps,
             "k_eval": args.k_eval,
-            "width": WIDTH,
+            "width": VDM_REG_DESIGN.get(name, WIDTH),
+            "weight_decay": args.weight_decay,
             **extra,
         }
-        suffix = ("" if args.steps == 2000 else f"@{args.steps}") + (
-            "/early_stop" if args.early_stop else ""
+        suffix = (
+            ("" if args.steps == 2000 else f"@{args.steps}")
+            + ("/early_stop" if args.early_stop else "")
+            + (f"/wd{args.weight_decay:g}" if args.weight_decay else "")
         )
         _record(f"digitsdesign/{name}{suffix}", row)
         print(
@@ -314,6 +345,150 @@ def cmd_digits_design(args):
             },
             flush=True,
         )
+
+
+def _digits_split():
+    """`(fit floats, validation floats, validation levels)`: digits-design's fifth held out."""
+    raw = np.asarray(data.digits_raw("train")).reshape(-1, *EVENT)
+    perm = np.random.default_rng(0).permutation(raw.shape[0])
+    n_val = raw.shape[0] // 5
+    floats = data.digits("train")
+    return floats[perm[n_val:]], floats[perm[:n_val]], jnp.asarray(raw[perm[:n_val]])
+
+
+def _dequantised(x, *, key=None):
+    """`x` plus uniform noise within its bins: a fixed draw (`key`) or a sampler."""
+    half = 1.0 / data.DIGITS_LEVELS
+    if key is not None:
+        return x + jr.uniform(key, x.shape, x.dtype, -half, half)
+
+    def draw(batch_size, *, key):
+        k_idx, k_u = jr.split(key)
+        idx = jr.randint(k_idx, (batch_size,), 0, x.shape[0])
+        return x[idx] + jr.uniform(k_u, (batch_size, *x.shape[1:]), x.dtype, -half, half)
+
+    return draw
+
+
+def _bpd_per_image(model, name, raw, draws=64):
+    """Per-image bits/dim of integer images `raw` by the digits protocol's figure.
+
+    DDPM: its PF-ODE likelihood (Hutchinson, one probe, rtol = atol = 1e-4), uniformly
+    dequantised; the VDM: its bound on the probability mass, the mean of `draws` draws
+    of each term per image.
+    """
+    raw = jnp.asarray(raw).reshape(-1, *EVENT)
+    if name == "vdm":
+        return np.asarray(_vdm_bound_draws(model, draws, raw)["per_image_bpd"])
+    import digits_table
+
+    options = digits_table.log_prob_options("ddpm")
+    fn = lambda y, *, key: model.log_prob(y.reshape(-1, *EVENT), key=key, **options)
+    out = []
+    for i in range(0, raw.shape[0], 128):
+        res = sf.metrics.bits_per_dim(
+            fn, raw[i : i + 128], levels=data.DIGITS_LEVELS, key=jr.fold_in(jr.key(12), i)
+        )
+        out.append(np.asarray(res.bits_per_dim, np.float64))
+    return np.concatenate(out)
+
+
+def cmd_vdm_ddpm(args):
+    """VDM against DDPM at the digits table's budget, early-stopped and at the last step.
+
+    Both train on the same four fifths of the training images with the digits table's
+    budget (`--steps`, default 12 000, AdamW 1e-3, 500 warm-up steps, cosine, EMA 0.999).
+    Three models of each are scored on the test images: `last` (the budget's end),
+    `loss_stop` (least validation loss on the held-out fifth, every `--validate-every`
+    steps: the VDM's own bound, DDPM's L_simple on one fixed dequantisation) and
+    `likelihood_stop` (least validation bits/dim by the protocol's figure, every
+    `--likelihood-every` steps: the VDM's bound with 16 draws, DDPM's PF-ODE likelihood),
+    the fair rule for DDPM, whose L_simple is not a likelihood. Test bits/dim: see
+    `_bpd_per_image`; differences paired over the 359 test images.
+    """
+    import digits_table
+
+    fit, val, val_raw = _digits_split()
+    test_raw = jnp.asarray(data.digits_raw("test"))
+    every, seg = args.validate_every, args.likelihood_every
+    if seg % every:
+        raise ValueError("`--likelihood-every` must be a multiple of `--validate-every`.")
+    per_image, rows = {}, {}
+    builds = (
+        ("vdm", digits_models(args.steps)["vdm"], fit, val),
+        ("ddpm", digits_table.build("ddpm"), _dequantised(fit), _dequantised(val, key=jr.key(13))),
+    )
+    for name, model, x, v in builds:
+        opt = train.default_optimizer(1e-3, num_steps=args.steps, warmup_steps=500)
+        state, seconds, seen, loss = None, 0.0, [], []
+        loss_best, lik_best, lik_seen = (np.inf, None, 0), (np.inf, None, 0), []
+        for end in range(seg, args.steps + 1, seg):
+            t0 = time.perf_counter()
+            res = train.fit(
+                model,
+                x,
+                num_steps=end,
+                batch_size=BATCH,
+                optimizer=opt,
+                ema_decay=0.999,
+                progress=False,
+                key=jr.key(1),
+                steps_per_chunk=every,
+                validation=v,
+                validate_every=every,
+                state=state,
+            )
+            seconds += time.perf_counter() - t0
+            state = res.state
+            s_new = np.asarray(res.history["validation_step"])
+            l_new = np.asarray(res.history["validation_loss"])
+            keep = s_new > (seen[-1] if seen else 0)
+            seen += [int(u) for u in s_new[keep]]
+            loss += [float(u) for u in l_new[keep]]
+            if float(np.min(l_new[keep])) < loss_best[0]:
+                i = int(np.argmin(np.where(keep, l_new, np.inf)))
+                loss_best = (float(l_new[i]), res.best_model, int(s_new[i]))
+            v_bpd = float(np.mean(_bpd_per_image(res.ema_model, name, val_raw, draws=16)))
+            lik_seen.append((end, round(v_bpd, 4)))
+            print(name, end, "validation bits/dim", v_bpd, flush=True)
+            if v_bpd < lik_best[0]:
+                lik_best = (v_bpd, res.ema_model, end)
+        for when, scored, step in (
+            ("loss_stop", loss_best[1], loss_best[2]),
+            ("likelihood_stop", lik_best[1], lik_best[2]),
+            ("last", res.ema_model, args.steps),
+        ):
+            bpd = _bpd_per_image(scored, name, test_raw)
+            per_image[name, when] = bpd
+            rows[f"{name}/{when}"] = {
+                "test_bpd": float(bpd.mean()),
+                "stderr": float(bpd.std(ddof=1) / math.sqrt(bpd.size)),
+                "step": step,
+                "train_seconds": seconds,
+            }
+            print(name, when, rows[f"{name}/{when}"], flush=True)
+        rows[f"{name}/validation"] = {
+            "validation_step": seen,
+            "validation_loss": [round(u, 4) for u in loss],
+            "validation_bpd": lik_seen,
+        }
+    for when in ("loss_stop", "likelihood_stop", "last"):
+        d = per_image["vdm", when] - per_image["ddpm", when]
+        rows[f"vdm-ddpm/{when}"] = {
+            "difference": float(d.mean()),
+            "stderr": float(d.std(ddof=1) / math.sqrt(d.size)),
+        }
+        print("VDM - DDPM", when, rows[f"vdm-ddpm/{when}"], flush=True)
+    rows["setup"] = {
+        "steps": args.steps,
+        "validate_every": every,
+        "likelihood_every": seg,
+        "fit_images": int(fit.shape[0]),
+        "validation_images": int(val.shape[0]),
+        "vdm": f"digits_models' vdm (width {WIDTH})",
+        "ddpm": "digits_table.build('ddpm'), dequantised training draws",
+    }
+    _record(f"vdmddpm/{args.steps}", rows)
 
 
 def binarised(split):
@@ -499,7 +674,9 @@ def main():
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("what", choices=("digits", "binarised", "table", "ring", "digits-design"))
+    p.add_argument(
+        "what", choices=("digits", "binarised", "table", "ring", "digits-design", "vdm-ddpm")
+    )
     p.add_argument("--steps", type=int, default=12000)
     p.add_argument("--k-eval", type=int, default=5000)
     p.add_argument("--names", nargs="*", default=None)
@@ -518,14 +695,24 @@ def main():
         help="binarised, digits-design: score the model of the least validation loss",
     )
     p.add_argument("--validate-every", type=int, default=100)
+    p.add_argument("--weight-decay", type=float, default=0.0, help="digits-design: AdamW's")
+    p.add_argument(
+        "--likelihood-every", type=int, default=1000, help="vdm-ddpm: validation bits/dim"
+    )
     p.add_argument("--num-eval", type=int, default=2000, help="ring: data points of the KL")
     p.add_argument("--design", action="store_true", help="ring: on the 2-d design mixture")
     args = p.parse_args()
     global WIDTH
-    WIDTH = args.width or {"digits": WIDTH, "ring": 128, "digits-design": 256}.get(args.what, 256)
+    WIDTH = args.width or {
+        "digits": WIDTH,
+        "vdm-ddpm": WIDTH,
+        "ring": 128,
+        "digits-design": 256,
+    }.get(args.what, 256)
     jax.config.update("jax_enable_x64", False)
     commands = {"digits": cmd_digits, "binarised": cmd_binarised, "table": cmd_table}
     commands["ring"], commands["digits-design"] = cmd_ring, cmd_digits_design
+    commands["vdm-ddpm"] = cmd_vdm_ddpm
     commands[args.what](args)
 
 

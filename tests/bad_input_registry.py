@@ -2341,6 +2341,9 @@ ROWS += [
         "models.vdm.time_sampling", lambda: _vdm(time_sampling="uniform"), _V, "`time_sampling`"
     ),
     BadInput(
+        "models.vdm.network_input", lambda: _vdm(network_input="sigma"), _V, "`network_input`"
+    ),
+    BadInput(
         "sde.learned_vp.gamma_order",
         lambda: sf.sde.LearnedVPSDE(1.0, -1.0),
         _V,

@@ -142,6 +142,25 @@ def test_vdm_diffusion_term_depends_on_the_schedule_only_through_its_ends(width)
     _check_terms(_terms(sde), sde, _diffusion_closed_form(-13.3, 5.0))
 
 
+def test_vdm_network_conditioned_on_the_noise_level_gives_the_same_bound():
+    # The exact eps written as a function of the normalised gamma instead of t: under a
+    # learned (non-linear) schedule the noise-level-input model must give the t-input
+    # model's three terms draw for draw, so the normalisation and its end points are right.
+    sde = _learned(16, key=jr.key(2), gamma=(-8.0, 6.0))
+    noisy = sf.Gaussian(jnp.asarray(MEAN), jnp.asarray(VAR)).noised(sde)
+
+    def eps_of_level(u, x):
+        return noisy.eps(sde.t_from_log_snr(-0.5 * (-8.0 + 14.0 * u)), x)
+
+    x = sf.Gaussian(jnp.asarray(MEAN), jnp.asarray(VAR)).sample(64, key=jr.key(4))
+    by_t = models.VDM(noisy.eps, event_shape=(2,), sde=sde)
+    by_level = models.VDM(eps_of_level, event_shape=(2,), sde=sde, network_input="gamma")
+    assert_allclose(by_level.gamma_range, (-8.0, 6.0), rtol=1e-6)
+    terms = eqx.filter_jit(lambda m, x, k: m.bound_terms(x, key=k))
+    for a, b in zip(terms(by_t, x, jr.key(3)), terms(by_level, x, jr.key(3)), strict=True):
+        assert_allclose(b, a, rtol=1e-7, atol=1e-9)
+
+
 def test_vdm_trains_its_schedule_and_scores_discrete_data():
     k1, k2 = jr.split(jr.key(5))
     sde = _learned(8, key=k2, gamma=(-8.0, 6.0))

@@ -47,6 +47,14 @@ class VDM(AbstractExactLikelihood, AbstractLikelihoodBound, AbstractPrediction):
     solver of `scoreflow.solve` and has the probability-flow likelihood
     $\log p_{t_{\min}}$ (`log_prob`, as `ScoreSDE`) beside its bound (`elbo`).
 
+    With `network_input="gamma"` the network sees the noise level, not the time: it is
+    called with $(\gamma(t) - \gamma_0)/(\gamma_1 - \gamma_0)$, $\gamma_0, \gamma_1$
+    the schedule's end points at construction (held fixed), as VDM's score network is
+    (its released code, `ScoreUNet`). Then $\hat\varepsilon$ is a function of
+    $(z_t, \mathrm{SNR})$ and the diffusion term's expectation depends on the schedule
+    only through its end points (sec. 5.1, eq. 20): learning the interior moves no noise
+    level's target under the network.
+
     Args:
         network: per-example eps network `(t, x) -> array of x's shape`.
         event_shape: the shape of one example.
@@ -56,6 +64,8 @@ class VDM(AbstractExactLikelihood, AbstractLikelihoodBound, AbstractPrediction):
         levels: the number of levels of discrete data, or `None` for real data.
         data_range: the interval the levels divide.
         time_sampling: the diffusion term's time sampling.
+        network_input: what the network is called with besides the state: `"t"` (the
+            time, `network(t, x)`) or `"gamma"` (the normalised noise level above).
     """
 
     network: Callable[..., Array]
@@ -65,6 +75,8 @@ class VDM(AbstractExactLikelihood, AbstractLikelihoodBound, AbstractPrediction):
     parameterisation: str = eqx.field(static=True)
     levels: int | None = eqx.field(static=True)
     data_range: tuple[float, float] = eqx.field(static=True)
+    network_input: str = eqx.field(static=True)
+    gamma_range: tuple[float, float] = eqx.field(static=True)
 
     def __init__(
         self,
@@ -75,6 +87,7 @@ class VDM(AbstractExactLikelihood, AbstractLikelihoodBound, AbstractPrediction):
         levels: int | None = None,
         data_range: tuple[float, float] = (-1.0, 1.0),
         time_sampling: AbstractTimeSampling = LowDiscrepancyTime(),
+        network_input: str = "t",
     ):
         if sde is None:
             sde = LearnedVPSDE()
@@ -94,10 +107,18 @@ class VDM(AbstractExactLikelihood, AbstractLikelihoodBound, AbstractPrediction):
         self.parameterisation = "eps"
         self.levels = levels
         self.data_range = check_data_range(data_range)
+        if network_input not in ("t", "gamma"):
+            raise ValueError(f"`network_input` must be 't' or 'gamma', got {network_input!r}.")
+        self.network_input = network_input
+        ends = [-2.0 * float(sde.log_snr(jnp.asarray(s, float))) for s in (sde.t_min, sde.T)]
+        self.gamma_range = (ends[0], ends[1])
 
     def __call__(self, t, x: Float[Array, "..."]) -> Float[Array, "..."]:
         r"""The predicted noise $\hat\varepsilon(t, x)$ at one example."""
-        return self.network(t, x)
+        if self.network_input == "t":
+            return self.network(t, x)
+        g0, g1 = self.gamma_range
+        return self.network((-2.0 * self.sde.log_snr(t) - g0) / (g1 - g0), x)
 
     def _prepare(self, x):
         x = jnp.asarray(x)
