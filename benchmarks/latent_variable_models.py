@@ -7,6 +7,7 @@ Two measurements (see benchmarks/RESULTS.md, "Latent-variable models (issue 13)"
     python benchmarks/latent_variable_models.py table      # the binarised rows, paired
     python benchmarks/latent_variable_models.py ring [--steps N]
     python benchmarks/latent_variable_models.py digits-design --steps 2000 --k-eval 500
+    python benchmarks/latent_variable_models.py vdm-ddpm --validate-every 500
 
 `digits`: the 17-level digits by the digits protocol (`scoreflow.evaluation.evaluate_digits`),
 with the budget of the digits table (12 000 steps at batch 128, AdamW 1e-3, 500 warm-up
@@ -32,7 +33,11 @@ IWAE-K estimate, an upper bound in expectation; MMD; modes), and for the one-lay
 also with $\log p(x) = \log \int p(x \mid z) p(z) dz$ by quadrature on a grid of $z$:
 a check of the estimate that does not use the encoder.
 
-Rows go to `latent_variable_models_{digits,binarised,ring}.json`; sample grids
+`vdm-ddpm`: the VDM against the digits table's DDPM on the same four fifths of the
+training images at the table's budget, each scored on the test images at its last step
+and at the checkpoint of least validation loss / validation bits/dim (`cmd_vdm_ddpm`).
+
+Rows go to `latent_variable_models_{digits,binarised,ring,digitsdesign,vdmddpm}.json`; sample grids
 `lvm_digits_<name>.png`.
 """
 
