@@ -231,6 +231,14 @@ HVAE_DESIGN = {
     "hvae_res_d1_fb0": ("residual", 1, 0.0, 0.0),
     "hvae_res_d1_warm0.3": ("residual", 1, 0.3, 0.1),
 }
+# The same, started as the VAE (`zero_init`: the prior networks' output layers zero, so
+# the upper layer is switched on by training); depth 2 is the VAE's own.
+HVAE_ZERO_DESIGN = {
+    "hvae_res_d2_zero": ("residual", 2, 0.0, 0.0),
+    "hvae_res_d1_zero": ("residual", 1, 0.0, 0.0),
+    "hvae_d2_zero": ("top-down", 2, 0.0, 0.0),
+    "hvae_res_d2_zero_warm0.1": ("residual", 2, 0.1, 0.1),
+}
 # The VDM's initial gamma_min (it is learned, but slowly): VDM's -13.3 puts sigma_min at
 # 1e-3, a hundredth of the digits' bin width 2/17, where the 8-bit images VDM was made for
 # have bins of 2/256.
@@ -266,6 +274,19 @@ def cmd_digits_design(args):
             inference=inference,
             warmup_steps=int(warm * args.steps),
             free_bits=fb,
+            key=k,
+        )
+    for name, (inference, depth, warm, fb) in HVAE_ZERO_DESIGN.items():
+        cases[name] = models.HierarchicalVAE(
+            EVENT,
+            (32, 16),
+            head=head,
+            width=WIDTH,
+            depth=depth,
+            inference=inference,
+            warmup_steps=int(warm * args.steps),
+            free_bits=fb,
+            zero_init=True,
             key=k,
         )
     for name, gmin in VDM_DESIGN.items():
@@ -313,20 +334,27 @@ def cmd_digits_design(args):
         else:
             res, seconds = _fit(model, fit, args.steps, optimizer=optimizer)
             scored, extra = res.ema_model, {}
-        v = np.concatenate(
-            [
-                np.asarray(
-                    vdm_bound(scored, val[i : i + 64], jr.fold_in(jr.key(7), i))
-                    if name.startswith("vdm")
-                    else estimate(scored, val[i : i + 64], jr.fold_in(jr.key(7), i)).value
-                )
-                for i in range(0, val.shape[0], 64)
-            ]
-        )
-        bpd = -v / (math.prod(EVENT) * math.log(2))
+
+        def score(images, scored=scored, name=name):
+            v = np.concatenate(
+                [
+                    np.asarray(
+                        vdm_bound(scored, images[i : i + 64], jr.fold_in(jr.key(7), i))
+                        if name.startswith("vdm")
+                        else estimate(scored, images[i : i + 64], jr.fold_in(jr.key(7), i)).value
+                    )
+                    for i in range(0, images.shape[0], 64)
+                ]
+            )
+            return -v / (math.prod(EVENT) * math.log(2))
+
+        bpd = score(val)
+        # As many of the fitted images, by the same figure: the generalisation gap.
+        fit_bpd = score(jnp.asarray(raw[perm[n_val : 2 * n_val]]))
         row = {
             "validation_bpd": float(bpd.mean()),
             "stderr": float(bpd.std(ddof=1) / math.sqrt(bpd.size)),
+            "fit_bpd": float(fit_bpd.mean()),
             "per_image_bpd": [round(float(b), 5) for b in bpd],
             "train_seconds": seconds,
             "steps": args.steps,
@@ -339,6 +367,7 @@ def cmd_digits_design(args):
             ("" if args.steps == 2000 else f"@{args.steps}")
             + ("/early_stop" if args.early_stop else "")
             + (f"/wd{args.weight_decay:g}" if args.weight_decay else "")
+            + (f"/w{WIDTH}" if WIDTH != 256 and name not in VDM_REG_DESIGN else "")
         )
         _record(f"digitsdesign/{name}{suffix}", row)
         print(

@@ -371,6 +371,33 @@ def test_residual_posterior_is_the_prior_when_its_offsets_vanish():
     assert bool(jnp.all(kls[:, 1] > 0))
 
 
+@pytest.mark.parametrize("inference", ["top-down", "residual"])
+def test_zero_init_starts_as_a_one_layer_vae(inference):
+    # With zero_init the bottom layer's terms (log p(x | z_1) and z_1's KL) do not depend
+    # on the top layer's posterior at all, and p(z_1 | z_2) is N(0, I); without it they do.
+    x = sf.data.ring_mixture().sample(8, key=jr.key(1)) / 4
+
+    @eqx.filter_jit
+    def bottom(m):
+        log_px, kls, _ = m._passes(*m._prepare(x)[:2], jr.key(2))
+        return log_px - kls[:, 0]
+
+    def moved_top(m):
+        top = m.posterior[-1]
+        return eqx.tree_at(lambda m: m.posterior[-1].bias, m, top.bias + 3.0)
+
+    for zero_init in (True, False):
+        model = _hvae(inference=inference, zero_init=zero_init)
+        change = np.max(np.abs(np.asarray(bottom(model) - bottom(moved_top(model)))))
+        if zero_init:
+            assert change == 0.0
+            mu, lv = model._prior(0, jnp.array([1.5, -2.0]))
+            assert_allclose(mu, 0.0, atol=0)
+            assert_allclose(lv, 0.0, atol=0)
+        else:
+            assert change > 1e-3
+
+
 def test_warm_up_free_bits_and_skipped_updates():
     x = sf.data.ring_mixture().sample(32, key=jr.key(1)) / 4
     key = jr.key(2)

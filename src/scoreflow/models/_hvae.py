@@ -68,6 +68,13 @@ class HierarchicalVAE(AbstractLatentVariableModel, AbstractStatefulModel):
         num_samples: $K$ of the training bound.
         warmup_steps: KL warm-up steps $S$ (0: none).
         free_bits: nats per layer below which a layer's KL is not penalised (0: none).
+        zero_init: start as a one-layer VAE with unused upper layers: the output layer
+            of every top-down prior network is zero, and its log-variance bias the one that
+            the clamp maps to 0, so every $p(z_l \mid z_{l+1})$ starts as $N(0, I)$, and with `"residual"` inference the weights by which each
+            posterior reads $z_{l+1}$ are zero. Training then switches the upper layers
+            on, instead of the bottom layer fitting a random prior from the first step
+            (the zero-initialised last layer of each residual branch of Fixup, Zhang et
+            al. 2019, arXiv:1901.09321, applied to the hierarchy).
         data_range: the interval a discrete head's levels divide (float data).
         log_var_bounds: bounds of every log-variance (`scoreflow.nn.soft_clamp`).
         key: PRNG key.
@@ -99,6 +106,7 @@ class HierarchicalVAE(AbstractLatentVariableModel, AbstractStatefulModel):
         num_samples: int = 1,
         warmup_steps: int = 0,
         free_bits: float = 0.0,
+        zero_init: bool = False,
         data_range: tuple[float, float] = (-1.0, 1.0),
         log_var_bounds: tuple[float, float] = (-12.0, 4.0),
         key: Key,
@@ -131,13 +139,34 @@ class HierarchicalVAE(AbstractLatentVariableModel, AbstractStatefulModel):
         )
         # A residual layer's posterior reads the layer above's draw beside d_l.
         extra = [sizes[i + 1] if inference == "residual" and i < L - 1 else 0 for i in range(L)]
-        self.posterior = tuple(
+        posterior = [
             eqx.nn.Linear(width + extra[i], 2 * sizes[i], key=keys[L + i]) for i in range(L)
-        )
-        self.top_down = tuple(
-            ResidualMLP(sizes[i + 1], 2 * sizes[i], width, depth, key=keys[2 * L + i])
+        ]
+        if zero_init:
+            posterior = [
+                eqx.tree_at(lambda m: m.weight, lin, lin.weight.at[:, width:].set(0.0))
+                for lin in posterior
+            ]
+        self.posterior = tuple(posterior)
+        top_down = [
+            ResidualMLP(
+                sizes[i + 1],
+                2 * sizes[i],
+                width,
+                depth,
+                zero_output=bool(zero_init),
+                key=keys[2 * L + i],
+            )
             for i in range(L - 1)
-        )
+        ]
+        if zero_init and lo < 0.0 < hi:
+            # The log-variance bias that `soft_clamp` maps to 0: the prior starts at N(0, I).
+            v0 = lo + math.log(math.expm1(hi - lo - math.log(math.expm1(hi))))
+            top_down = [
+                eqx.tree_at(lambda m: m.last.bias, net, net.last.bias.at[sizes[i] :].set(v0))
+                for i, net in enumerate(top_down)
+            ]
+        self.top_down = tuple(top_down)
         self.decoder = PixelDecoder(
             sizes[0], event_shape, head.num_params, width, depth, key=keys[-1]
         )
