@@ -22,6 +22,12 @@ from ._latent import (
 INFERENCE = ("top-down", "residual", "bottom-up")
 
 
+def _shift_log_var(net: ResidualMLP, size: int, value: float) -> ResidualMLP:
+    bias = net.last.bias
+    assert bias is not None  # ResidualMLP's output layer has a bias
+    return eqx.tree_at(lambda m: m.last.bias, net, bias.at[size:].set(value))
+
+
 class HierarchicalVAE(AbstractLatentVariableModel, AbstractStatefulModel):
     r"""A VAE with $L$ stochastic layers: Ladder-VAE top-down inference, or the Markovian chain.
 
@@ -69,12 +75,14 @@ class HierarchicalVAE(AbstractLatentVariableModel, AbstractStatefulModel):
         warmup_steps: KL warm-up steps $S$ (0: none).
         free_bits: nats per layer below which a layer's KL is not penalised (0: none).
         zero_init: start as a one-layer VAE with unused upper layers: the output layer
-            of every top-down prior network is zero, and its log-variance bias the one that
-            the clamp maps to 0, so every $p(z_l \mid z_{l+1})$ starts as $N(0, I)$, and with `"residual"` inference the weights by which each
-            posterior reads $z_{l+1}$ are zero. Training then switches the upper layers
+            of every top-down prior network is zero and its log-variance bias the one
+            that the clamp maps to 0, so every $p(z_l \mid z_{l+1})$ starts as
+            $N(0, I)$; with `"residual"` inference the weights by which each posterior
+            reads $z_{l+1}$ start at zero too. Training then switches the upper layers
             on, instead of the bottom layer fitting a random prior from the first step
             (the zero-initialised last layer of each residual branch of Fixup, Zhang et
-            al. 2019, arXiv:1901.09321, applied to the hierarchy).
+            al. 2019, arXiv:1901.09321, applied to the hierarchy). On the digits it
+            scored worse than the random start (`benchmarks/RESULTS.md`).
         data_range: the interval a discrete head's levels divide (float data).
         log_var_bounds: bounds of every log-variance (`scoreflow.nn.soft_clamp`).
         key: PRNG key.
@@ -162,10 +170,7 @@ class HierarchicalVAE(AbstractLatentVariableModel, AbstractStatefulModel):
         if zero_init and lo < 0.0 < hi:
             # The log-variance bias that `soft_clamp` maps to 0: the prior starts at N(0, I).
             v0 = lo + math.log(math.expm1(hi - lo - math.log(math.expm1(hi))))
-            top_down = [
-                eqx.tree_at(lambda m: m.last.bias, net, net.last.bias.at[sizes[i] :].set(v0))
-                for i, net in enumerate(top_down)
-            ]
+            top_down = [_shift_log_var(net, sizes[i], v0) for i, net in enumerate(top_down)]
         self.top_down = tuple(top_down)
         self.decoder = PixelDecoder(
             sizes[0], event_shape, head.num_params, width, depth, key=keys[-1]
